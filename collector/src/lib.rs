@@ -1,0 +1,1 @@
+//! Ingest: decoding and validating what senders push into Minos.

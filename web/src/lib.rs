@@ -1,0 +1,1 @@
+//! The HTTP server: the only crate that knows HTTP and JSON.
