@@ -1,1 +1,14 @@
+//! End-to-end tests: each starts the real `minos` binary as a child process on a port of
+//! its own, in a fresh data directory, and talks to it over HTTP.
 
+// Starting, stopping and killing the server; a remote_write client.
+mod util;
+
+// Durability: kill -9 during ingest, graceful shutdown, restarts.
+mod durability;
+
+// Damaged files: torn and corrupt write-ahead log, corrupt blocks.
+mod corruption;
+
+// The HTTP surface: remote_write answers, export, series and label endpoints, metrics.
+mod http;

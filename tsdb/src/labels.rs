@@ -10,7 +10,7 @@ use std::fmt;
 pub const METRIC_NAME: &str = "__name__";
 
 /// A sorted, duplicate-free set of labels in one allocation.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[derive(Clone, PartialEq, Eq, Hash, Default)]
 pub struct Labels {
     data: Box<[u8]>,
 }
@@ -115,6 +115,20 @@ impl Labels {
     }
 }
 
+impl Ord for Labels {
+    /// Prometheus' order: pair by pair, by name, then by value, as strings; a set that is
+    /// a prefix of another sorts first. Block indexes store series in this order.
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.iter().cmp(other.iter())
+    }
+}
+
+impl PartialOrd for Labels {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
 /// Hashes sorted label pairs the way [`Labels::stable_hash`] does.
 pub fn hash_pairs<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> u64 {
     let mut h = xxhash_rust::xxh3::Xxh3::new();
@@ -205,10 +219,27 @@ mod tests {
     #[test]
     fn pairs_are_sorted_and_empty_values_dropped() {
         let l = Labels::from_pairs([("b", "2"), ("a", "1"), ("c", "")]).unwrap();
-        assert_eq!(l.to_vec(), vec![("a".into(), "1".into()), ("b".into(), "2".into())]);
+        assert_eq!(
+            l.to_vec(),
+            vec![("a".into(), "1".into()), ("b".into(), "2".into())]
+        );
         assert_eq!(l.get("b"), Some("2"));
         assert_eq!(l.get("c"), None);
-        assert_eq!(l.stable_hash(), hash_pairs([("a", "1"), ("b", "2")].into_iter()));
+        assert_eq!(
+            l.stable_hash(),
+            hash_pairs([("a", "1"), ("b", "2")].into_iter())
+        );
+    }
+
+    #[test]
+    fn order_is_by_name_then_value_as_strings() {
+        let a = Labels::from_pairs([("a", "10")]).unwrap();
+        let b = Labels::from_pairs([("a", "9")]).unwrap();
+        let c = Labels::from_pairs([("a", "9"), ("b", "1")]).unwrap();
+        assert!(a < b);
+        assert!(b < c);
+        let long = Labels::from_pairs([("a", "x".repeat(200))]).unwrap();
+        assert!(long < Labels::from_pairs([("a", "y")]).unwrap());
     }
 
     #[test]

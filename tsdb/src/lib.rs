@@ -8,14 +8,38 @@
 //!
 //! # Layout
 //!
+//! - `block`: immutable, memory-mapped blocks: [`block::BlockWriter`] and [`block::Block`].
+//! - `chunkenc`: chunk encodings; the XOR appender and zero-copy sample iterators.
+//! - `compact`: merging blocks into one, newer samples winning.
+//! - `error`: [`error::StorageError`], what reading and writing the engine's files reports.
+//! - `index`: a block's index file (symbols, series, postings), read in place.
 //! - `labels`: [`Labels`], the identity of a series, in one allocation.
 //! - `matcher`: label matchers with Prometheus semantics.
+//! - `mmap`: read-only memory maps of the engine's files, with a read() fallback.
+//! - `postings`: postings lists and label matching over any [`postings::IndexReader`].
+//! - `wal`: the segmented, checksummed write-ahead log and its record payloads.
 
+pub mod block;
+pub mod chunkenc;
+pub mod compact;
+pub mod db;
+pub mod error;
+pub mod head;
+pub mod index;
 pub mod labels;
 pub mod matcher;
+pub mod mmap;
+pub mod postings;
+pub mod wal;
 
+pub use db::{
+    AppendError, AppendReport, Db, OpenError, Options, QueryError, SeriesSamples, now_ms,
+};
+pub use error::StorageError;
+pub use head::Reject;
 pub use labels::Labels;
 pub use matcher::{MatchOp, Matcher};
+pub use wal::SyncPolicy;
 
 /// One sample: a timestamp in milliseconds since the Unix epoch and a value.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -92,6 +92,10 @@ mod tests {
         assert!(!m.matches_empty());
         let m = Matcher::new(MatchOp::Regex, "job", "a.*|").unwrap();
         assert!(m.matches_empty());
-        assert!(Matcher::new(MatchOp::NotEqual, "x", "1").unwrap().matches_empty());
+        assert!(
+            Matcher::new(MatchOp::NotEqual, "x", "1")
+                .unwrap()
+                .matches_empty()
+        );
     }
 }

@@ -1,1 +1,117 @@
 //! The HTTP server: the only crate that knows HTTP and JSON.
+//!
+//! It maps requests to the storage engine and the ingest decoders, and engine errors to
+//! status codes, with Prometheus' and VictoriaMetrics' endpoint names and JSON shapes.
+//!
+//! # Layout
+//! - `params`: parsing of times, durations and series selectors from query strings.
+//! - `api`: the Prometheus JSON envelope and `/api/v1/{series,labels,label/*/values}`.
+//! - `write`: `POST /api/v1/write` (remote_write 1.0).
+//! - `export`: `GET /api/v1/export`, raw samples as JSON lines.
+//! - `ops`: health, readiness, `/metrics`, `/internal/force_flush`, `/internal/force_merge`.
+
+pub mod api;
+pub mod export;
+pub mod ops;
+pub mod params;
+pub mod write;
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, OnceLock};
+
+use axum::Router;
+use axum::routing::{get, post};
+use tsdb::Db;
+
+pub use params::parse_duration;
+
+/// Server settings that the HTTP layer enforces.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    pub remote_write: collector::remote_write::Limits,
+}
+
+/// State shared by all handlers.
+pub struct AppState {
+    /// Set once the storage engine has opened (log replayed); until then every data
+    /// endpoint answers 503 and `/-/ready` says why.
+    db: OnceLock<Arc<Db>>,
+    settings: Settings,
+    started: std::time::SystemTime,
+    pub(crate) counters: Counters,
+}
+
+/// Counters of the HTTP layer, exported at `/metrics`.
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub write_requests: [AtomicU64; 4],
+    pub write_bytes: AtomicU64,
+}
+
+/// Index of `write_requests` by outcome.
+pub(crate) const OUTCOMES: [&str; 4] = ["success", "bad_request", "too_large", "server_error"];
+
+impl AppState {
+    pub fn new(settings: Settings) -> Arc<AppState> {
+        Arc::new(AppState {
+            db: OnceLock::new(),
+            settings,
+            started: std::time::SystemTime::now(),
+            counters: Counters::default(),
+        })
+    }
+
+    /// Makes the engine available to the handlers.
+    pub fn set_db(&self, db: Arc<Db>) {
+        let _ = self.db.set(db);
+    }
+
+    pub(crate) fn db(&self) -> Result<&Arc<Db>, api::ApiError> {
+        self.db
+            .get()
+            .ok_or_else(|| api::ApiError::unavailable("starting: replaying the write-ahead log"))
+    }
+}
+
+/// The router with every endpoint.
+pub fn router(state: Arc<AppState>) -> Router {
+    let body_limit = state.settings.remote_write.max_body_bytes;
+    Router::new()
+        .route("/-/healthy", get(ops::healthy))
+        .route("/-/ready", get(ops::ready))
+        .route("/metrics", get(ops::metrics))
+        .route(
+            "/internal/force_flush",
+            post(ops::force_flush).get(ops::force_flush),
+        )
+        .route(
+            "/internal/force_merge",
+            post(ops::force_merge).get(ops::force_merge),
+        )
+        .route(
+            "/api/v1/write",
+            post(write::remote_write).layer(axum::extract::DefaultBodyLimit::max(body_limit)),
+        )
+        .route("/api/v1/export", get(export::export).post(export::export))
+        .route("/api/v1/series", get(api::series).post(api::series))
+        .route("/api/v1/labels", get(api::labels).post(api::labels))
+        .route("/api/v1/label/{name}/values", get(api::label_values))
+        .layer(axum::extract::DefaultBodyLimit::max(16 << 20))
+        .with_state(state)
+}
+
+/// Serves `router(state)` on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(state);
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}

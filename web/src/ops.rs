@@ -1,0 +1,262 @@
+//! Operator endpoints: health, readiness, the server's own metrics, and the
+//! VictoriaMetrics-named `force_flush` and `force_merge`.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::api::{ApiError, blocking};
+use crate::{AppState, OUTCOMES};
+
+/// `GET /-/healthy`: the process is up.
+pub async fn healthy() -> &'static str {
+    "Minos is Healthy.\n"
+}
+
+/// `GET /-/ready`: the storage engine is open and accepting data.
+pub async fn ready(State(st): State<Arc<AppState>>) -> Response {
+    match st.db() {
+        Ok(_) => "Minos is Ready.\n".into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.message + "\n").into_response(),
+    }
+}
+
+/// `POST /internal/force_flush`: returns once everything ingested so far is in blocks.
+pub async fn force_flush(State(st): State<Arc<AppState>>) -> Response {
+    let run = async {
+        let db = st.db()?.clone();
+        blocking(move || db.flush().map_err(|e| ApiError::internal(e.to_string()))).await?;
+        Ok::<_, ApiError>(StatusCode::OK.into_response())
+    };
+    run.await.unwrap_or_else(|e| e.into_response())
+}
+
+/// `POST /internal/force_merge`: returns once compaction of what exists has finished.
+pub async fn force_merge(State(st): State<Arc<AppState>>) -> Response {
+    let run = async {
+        let db = st.db()?.clone();
+        blocking(move || {
+            db.force_merge()
+                .map_err(|e| ApiError::internal(e.to_string()))
+        })
+        .await?;
+        Ok::<_, ApiError>(StatusCode::OK.into_response())
+    };
+    run.await.unwrap_or_else(|e| e.into_response())
+}
+
+fn metric(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(&str, f64)]) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    for (labels, v) in samples {
+        let _ = writeln!(out, "{name}{labels} {v}");
+    }
+}
+
+/// Resident memory of this process in bytes, from `/proc/self/statm`.
+fn resident_bytes() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: f64 = s.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096.0)
+}
+
+/// `GET /metrics`: the server's own metrics in the Prometheus text format.
+pub async fn metrics(State(st): State<Arc<AppState>>) -> Response {
+    let mut out = String::new();
+    let c = &st.counters;
+    let reqs: Vec<(String, f64)> = OUTCOMES
+        .iter()
+        .enumerate()
+        .map(|(i, o)| {
+            (
+                format!("{{outcome=\"{o}\"}}"),
+                c.write_requests[i].load(Ordering::Relaxed) as f64,
+            )
+        })
+        .collect();
+    let reqs: Vec<(&str, f64)> = reqs.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+    metric(
+        &mut out,
+        "minos_remote_write_requests_total",
+        "counter",
+        "Remote write requests by outcome.",
+        &reqs,
+    );
+    metric(
+        &mut out,
+        "minos_remote_write_bytes_total",
+        "counter",
+        "Compressed remote write bytes received.",
+        &[("", c.write_bytes.load(Ordering::Relaxed) as f64)],
+    );
+    if let Some(rss) = resident_bytes() {
+        metric(
+            &mut out,
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size in bytes.",
+            &[("", rss)],
+        );
+    }
+    let start = st
+        .started
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    metric(
+        &mut out,
+        "process_start_time_seconds",
+        "gauge",
+        "Start time of the process.",
+        &[("", start)],
+    );
+    if let Ok(db) = st.db() {
+        let m = db.metrics();
+        let stats = db.stats();
+        let g = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64;
+        metric(
+            &mut out,
+            "minos_tsdb_samples_appended_total",
+            "counter",
+            "Samples stored in order.",
+            &[("", g(&m.samples_appended))],
+        );
+        metric(
+            &mut out,
+            "minos_tsdb_samples_out_of_order_total",
+            "counter",
+            "Samples stored out of order (backfill).",
+            &[("", g(&m.samples_out_of_order))],
+        );
+        metric(
+            &mut out,
+            "minos_tsdb_samples_duplicate_total",
+            "counter",
+            "Samples dropped as exact duplicates.",
+            &[("", g(&m.samples_duplicate))],
+        );
+        let rej: Vec<(String, f64)> = tsdb::Reject::ALL
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (format!("{{reason=\"{}\"}}", r.as_str()), g(&m.rejected[i])))
+            .collect();
+        let rej: Vec<(&str, f64)> = rej.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+        metric(
+            &mut out,
+            "minos_tsdb_samples_rejected_total",
+            "counter",
+            "Samples refused, by reason.",
+            &rej,
+        );
+        metric(
+            &mut out,
+            "minos_tsdb_head_series",
+            "gauge",
+            "Active series in the head.",
+            &[("", stats.head_series as f64)],
+        );
+        metric(
+            &mut out,
+            "minos_tsdb_head_out_of_order_samples",
+            "gauge",
+            "Out-of-order samples buffered in the head.",
+            &[("", stats.head_ooo_samples as f64)],
+        );
+        metric(
+            &mut out,
+            "minos_tsdb_head_chunk_file_bytes",
+            "gauge",
+            "Bytes of memory-mapped head chunks.",
+            &[("", stats.head_chunk_bytes as f64)],
+        );
+        metric(
+            &mut out,
+            "minos_tsdb_wal_bytes_written_total",
+            "counter",
+            "Bytes written to the write-ahead log since start.",
+            &[("", stats.wal_bytes_written as f64)],
+        );
+        metric(
+            &mut out,
+            "minos_tsdb_wal_disk_bytes",
+            "gauge",
+            "Bytes of write-ahead log segments on disk.",
+            &[("", stats.wal_disk_bytes as f64)],
+        );
+        metric(
+            &mut out,
+            "minos_tsdb_wal_corruptions_total",
+            "counter",
+            "Damaged log records found and cut at replay.",
+            &[("", g(&m.wal_corruptions))],
+        );
+        metric(
+            &mut out,
+            "minos_tsdb_blocks",
+            "gauge",
+            "Blocks loaded.",
+            &[("", stats.blocks as f64)],
+        );
+        metric(
+            &mut out,
+            "minos_tsdb_block_bytes",
+            "gauge",
+            "Bytes of all blocks.",
+            &[("", stats.block_bytes as f64)],
+        );
+        metric(
+            &mut out,
+            "minos_tsdb_block_samples",
+            "gauge",
+            "Samples in all blocks.",
+            &[("", stats.block_samples as f64)],
+        );
+        metric(
+            &mut out,
+            "minos_tsdb_flushes_total",
+            "counter",
+            "Head flushes into blocks.",
+            &[("", g(&m.flushes))],
+        );
+        metric(
+            &mut out,
+            "minos_tsdb_flush_failures_total",
+            "counter",
+            "Failed head flushes.",
+            &[("", g(&m.flush_failures))],
+        );
+        metric(
+            &mut out,
+            "minos_tsdb_compactions_total",
+            "counter",
+            "Block compactions.",
+            &[("", g(&m.compactions))],
+        );
+        metric(
+            &mut out,
+            "minos_tsdb_compaction_failures_total",
+            "counter",
+            "Failed block compactions.",
+            &[("", g(&m.compaction_failures))],
+        );
+        metric(
+            &mut out,
+            "minos_tsdb_quarantined_total",
+            "counter",
+            "Corrupt files moved to quarantine.",
+            &[("", g(&m.quarantined))],
+        );
+        metric(
+            &mut out,
+            "minos_tsdb_blocks_deleted_total",
+            "counter",
+            "Blocks deleted by retention.",
+            &[("", g(&m.blocks_deleted))],
+        );
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
