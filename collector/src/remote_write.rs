@@ -28,10 +28,10 @@
 //!
 //! - `error`: [`DecodeError`] and its [`ErrorKind`] classification.
 //! - `wire`: the protobuf reader: varints, keys, fixed-width fields, skipping.
-//! - `decode`: the message walk that fills a [`WriteRequest`] and validates labels.
+//! - `parse`: the message walk that fills a [`WriteRequest`] and validates labels.
 //! - `proto`: prost message types and [`encode_snappy`], for senders and tests.
 
-mod decode;
+mod parse;
 mod error;
 pub mod proto;
 mod wire;
@@ -248,7 +248,7 @@ pub fn decode_into<'a>(
             limit,
         });
     }
-    let res = decode::write_request(buf, limits, req);
+    let res = parse::write_request(buf, limits, req);
     if res.is_err() {
         req.clear();
     }

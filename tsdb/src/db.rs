@@ -214,8 +214,9 @@ struct Inner {
 /// An open data directory.
 pub struct Db {
     inner: Arc<Inner>,
-    stop: Option<std::sync::mpsc::Sender<()>>,
-    bg: Option<std::thread::JoinHandle<()>>,
+    /// Background threads (maintenance, log sync): dropping a sender stops its thread.
+    threads: Vec<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)>,
+    closed: bool,
 }
 
 /// The current time in milliseconds since the epoch.
@@ -332,8 +333,8 @@ impl Db {
         });
         let mut db = Db {
             inner,
-            stop: None,
-            bg: None,
+            threads: Vec::new(),
+            closed: false,
         };
         if background {
             db.start_background();
@@ -342,25 +343,41 @@ impl Db {
     }
 
     fn start_background(&mut self) {
-        let (tx, rx) = std::sync::mpsc::channel::<()>();
         let inner = self.inner.clone();
+        self.spawn("tsdb-maintenance", Duration::from_secs(5), move || {
+            inner.maintain()
+        });
+        if let SyncPolicy::Interval(every) = self.inner.opts.wal_sync {
+            let inner = self.inner.clone();
+            self.spawn("tsdb-wal-sync", every, move || {
+                let f = inner.wal.lock().wal.sync_handle();
+                if let Err(e) = f.sync_data() {
+                    tracing::error!("syncing the write-ahead log: {e}");
+                }
+            });
+        }
+    }
+
+    /// Runs `work` every `every` on a thread of its own until the database closes.
+    fn spawn(&mut self, name: &str, every: Duration, work: impl Fn() + Send + 'static) {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
         let handle = std::thread::Builder::new()
-            .name("tsdb-maintenance".into())
+            .name(name.into())
             .spawn(move || {
-                loop {
-                    match rx.recv_timeout(Duration::from_secs(5)) {
-                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-                        _ => return,
-                    }
-                    inner.maintain();
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(every) {
+                    work();
                 }
             });
         match handle {
-            Ok(h) => {
-                self.stop = Some(tx);
-                self.bg = Some(h);
-            }
-            Err(e) => tracing::error!("cannot start the maintenance thread: {e}"),
+            Ok(h) => self.threads.push((tx, h)),
+            Err(e) => tracing::error!("cannot start thread {name}: {e}"),
+        }
+    }
+
+    fn stop_threads(&mut self) {
+        for (tx, h) in self.threads.drain(..) {
+            drop(tx);
+            let _ = h.join();
         }
     }
 
@@ -501,13 +518,19 @@ impl Db {
         self.shutdown()
     }
 
+    /// Drops the database without flushing the head or syncing the log, as a crash of
+    /// the process would (what was written to the log stays there). For tests.
+    pub fn abandon(mut self) {
+        self.stop_threads();
+        self.closed = true;
+    }
+
     fn shutdown(&mut self) -> Result<(), StorageError> {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
+        if self.closed {
+            return Ok(());
         }
-        if let Some(h) = self.bg.take() {
-            let _ = h.join();
-        }
+        self.closed = true;
+        self.stop_threads();
         let _m = self.inner.maintenance.lock();
         let res = self.inner.flush();
         let w = self.inner.wal.lock();
@@ -520,9 +543,7 @@ impl Db {
 
 impl Drop for Db {
     fn drop(&mut self) {
-        if self.stop.is_some()
-            && let Err(e) = self.shutdown()
-        {
+        if let Err(e) = self.shutdown() {
             tracing::error!("closing the database: {e}");
         }
     }
@@ -652,8 +673,8 @@ impl Inner {
         let max_t = now.saturating_add(self.opts.future_tolerance_ms);
         let min_t = now.saturating_sub(self.opts.retention.as_millis() as i64);
         let mut report = AppendReport::default();
-        let mut w = self.wal.lock();
-        let w = &mut *w;
+        let mut w_guard = self.wal.lock();
+        let w = &mut *w_guard;
         w.series_buf.clear();
         w.series_count = 0;
         w.samples.clear();
@@ -718,8 +739,12 @@ impl Inner {
             wal::frame(&mut w.framed, record::TYPE_SAMPLES, &payload);
         }
         w.wal.write(&w.framed).map_err(AppendError::Wal)?;
-        if self.opts.wal_sync == SyncPolicy::Always {
-            w.wal.sync().map_err(AppendError::Wal)?;
+        let sync = (self.opts.wal_sync == SyncPolicy::Always && !w.framed.is_empty())
+            .then(|| w.wal.sync_handle());
+        drop(w_guard);
+        if let Some(f) = sync {
+            // Outside the commit lock: batches committed meanwhile share this sync.
+            f.sync_data().map_err(AppendError::Wal)?;
         }
         let m = &self.metrics;
         m.samples_appended

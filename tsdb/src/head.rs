@@ -492,7 +492,6 @@ impl Head {
     /// The caller holds the commit lock, so no append runs concurrently.
     pub fn freeze(&self) -> FrozenHead {
         self.epoch.fetch_add(1, Ordering::AcqRel);
-        let files = self.chunks.take_files();
         let mut series = Vec::new();
         let mut gone = std::collections::HashSet::new();
         let (mut min_t, mut max_t) = (i64::MAX, i64::MIN);
@@ -550,6 +549,10 @@ impl Head {
                 .fetch_sub(gone.len() as u64, Ordering::Relaxed);
         }
         series.sort_by(|a, b| a.labels.cmp(&b.labels));
+        // Taken last: until its data is taken, a series' chunk references must still
+        // resolve for concurrent readers. No chunk is written meanwhile (the caller holds
+        // the commit lock).
+        let files = self.chunks.take_files();
         FrozenHead {
             series,
             files,

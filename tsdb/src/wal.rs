@@ -19,6 +19,7 @@ pub mod record;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Magic number at the start of every segment: `"MWAL"` read as a little-endian u32.
@@ -62,7 +63,8 @@ impl Default for SyncPolicy {
 pub struct Wal {
     dir: PathBuf,
     segment: u32,
-    file: File,
+    /// Shared so that a sync can run outside the writer's lock (see [`Wal::sync_handle`]).
+    file: Arc<File>,
     /// Bytes in the current segment, header included.
     len: u64,
     segment_size: u64,
@@ -132,7 +134,7 @@ impl Wal {
         Ok(Wal {
             dir: dir.to_path_buf(),
             segment,
-            file,
+            file: Arc::new(file),
             len: SEGMENT_HEADER_LEN,
             segment_size: segment_size.max(4096),
             bytes_written: SEGMENT_HEADER_LEN,
@@ -170,10 +172,11 @@ impl Wal {
         if self.len > SEGMENT_HEADER_LEN && self.len + framed.len() as u64 > self.segment_size {
             self.rotate()?;
         }
-        if let Err(e) = self.file.write_all(framed) {
+        let mut f: &File = &self.file;
+        if let Err(e) = f.write_all(framed) {
             // Best effort: remove the partial record; replay would cut it anyway.
-            let _ = self.file.set_len(self.len);
-            let _ = self.file.seek(SeekFrom::End(0));
+            let _ = f.set_len(self.len);
+            let _ = f.seek(SeekFrom::End(0));
             return Err(e);
         }
         self.len += framed.len() as u64;
@@ -187,9 +190,10 @@ impl Wal {
     }
 
     /// A handle on the current segment for syncing outside the writer's lock. Syncing
-    /// it covers every write made to it before the call.
-    pub fn sync_handle(&self) -> io::Result<File> {
-        self.file.try_clone()
+    /// it covers every write made to it before the call; segments closed since were
+    /// synced when closed. Concurrent callers share one `fdatasync` where the kernel can.
+    pub fn sync_handle(&self) -> Arc<File> {
+        self.file.clone()
     }
 
     /// Closes the current segment (synced) and starts the next one. Returns the new
@@ -197,7 +201,7 @@ impl Wal {
     pub fn rotate(&mut self) -> io::Result<u32> {
         self.file.sync_data()?;
         let (file, n) = Self::create_segment(&self.dir, self.segment + 1)?;
-        self.file = file;
+        self.file = Arc::new(file);
         self.segment = n;
         self.len = SEGMENT_HEADER_LEN;
         self.bytes_written += SEGMENT_HEADER_LEN;

@@ -6,7 +6,7 @@
 //! first, and quote at most [`SNIPPET_LEN`] bytes of any name or value taken from the input.
 
 /// How much of a name or value from the input an error message quotes.
-pub const SNIPPET_LEN: usize = 64;
+pub(crate) const SNIPPET_LEN: usize = 64;
 
 /// The class of a [`DecodeError`], for picking a response status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -89,7 +89,7 @@ pub enum WireError {
     GroupsTooDeep { limit: u32 },
 }
 
-/// An invalid series. Names and values are quoted lossily and cut to [`SNIPPET_LEN`] bytes.
+/// An invalid series. Names and values are quoted lossily and cut to 64 bytes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SeriesError {

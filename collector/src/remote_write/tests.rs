@@ -1022,9 +1022,9 @@ fn varint_tail_agrees_with_the_loop_decoder() {
         let mut padded = vec![0xaa; 8 - enc.len()];
         padded.extend_from_slice(&enc);
         let word = u64::from_le_bytes(padded.try_into().unwrap());
-        assert_eq!(decode::varint_tail(word, enc.len()), Some(v), "{v}");
+        assert_eq!(parse::varint_tail(word, enc.len()), Some(v), "{v}");
     }
     // A non-final byte without its continuation bit, or a final byte with one.
-    assert_eq!(decode::varint_tail(0x0101_0000_0000_0000, 2), None);
-    assert_eq!(decode::varint_tail(0x8181_0000_0000_0000, 2), None);
+    assert_eq!(parse::varint_tail(0x0101_0000_0000_0000, 2), None);
+    assert_eq!(parse::varint_tail(0x8181_0000_0000_0000, 2), None);
 }

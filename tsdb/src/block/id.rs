@@ -22,7 +22,14 @@ pub fn new_block_id() -> String {
         .unwrap_or_default();
     let ms = (now.as_millis() as u64) & ((1 << 48) - 1);
     let rand = (u128::from(random_u64()) << 16) | u128::from(random_u64() & 0xffff);
-    encode((u128::from(ms) << 80) | rand)
+    // Ids also order blocks by creation (the newer block wins on equal timestamps), so
+    // within a process each id is strictly greater than the previous one, even within
+    // one millisecond.
+    static LAST: std::sync::Mutex<u128> = std::sync::Mutex::new(0);
+    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+    let id = ((u128::from(ms) << 80) | rand).max(last.saturating_add(1));
+    *last = id;
+    encode(id)
 }
 
 /// Whether `s` has the shape of a block id (not whether such a block exists).
@@ -68,6 +75,11 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(2));
         let b = new_block_id();
         assert!(a < b);
+        let burst: Vec<String> = (0..1000).map(|_| new_block_id()).collect();
+        assert!(
+            burst.windows(2).all(|w| w[0] < w[1]),
+            "ids not increasing within a process"
+        );
         assert_eq!(encode(0), "00000000000000000000000000");
         assert_eq!(encode(u128::MAX), "7ZZZZZZZZZZZZZZZZZZZZZZZZZ");
         assert!(!is_block_id("8ZZZZZZZZZZZZZZZZZZZZZZZZZ"));
