@@ -12,3 +12,6 @@ mod corruption;
 
 // The HTTP surface: remote_write answers, export, series and label endpoints, metrics.
 mod http;
+
+// The command line and config file.
+mod cli;

@@ -31,8 +31,8 @@
 //! - `parse`: the message walk that fills a [`WriteRequest`] and validates labels.
 //! - `proto`: prost message types and [`encode_snappy`], for senders and tests.
 
-mod parse;
 mod error;
+mod parse;
 pub mod proto;
 mod wire;
 

@@ -229,3 +229,43 @@ fn retention_drops_whole_old_blocks() {
     assert!(got.contains_key("new") && !got.contains_key("old"));
     assert_eq!(db.metrics().blocks_deleted.load(Ordering::Relaxed), 1);
 }
+
+#[test]
+fn size_retention_drops_the_oldest_blocks_first() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Db::open(dir.path(), opts()).expect("open");
+    let now = tsdb::now_ms();
+    // Four blocks, one a day apart, each holding one series of 2,000 samples.
+    for day in 0..4i64 {
+        let name = format!("day{day}");
+        let pairs = [("__name__", name.as_str())];
+        let start = now - (4 - day) * 86_400_000;
+        let samples: Vec<Sample> = (0..2000)
+            .map(|i| Sample {
+                t: start + i * 1000,
+                v: (i + day) as f64,
+            })
+            .collect();
+        db.append([(&pairs[..], samples.as_slice())])
+            .expect("append");
+        db.flush().expect("flush");
+    }
+    let st = db.stats();
+    assert_eq!(st.blocks, 4);
+    // Room for three blocks and the log (a few empty segment headers).
+    let limit = st.block_bytes * 7 / 8 + st.wal_disk_bytes + 64;
+    drop(db);
+    let db = Db::open(
+        dir.path(),
+        Options {
+            max_bytes: Some(limit),
+            ..opts()
+        },
+    )
+    .expect("open");
+    db.maintain();
+    assert_eq!(db.stats().blocks, 3, "one block over the limit");
+    let got = read(&db);
+    assert!(!got.contains_key("day0"), "the oldest block goes first");
+    assert!(got.contains_key("day1") && got.contains_key("day3"));
+}
