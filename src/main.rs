@@ -24,6 +24,37 @@ struct Cli {
 enum Command {
     /// Run the server: storage engine, ingest and HTTP API.
     Server(ServerArgs),
+    /// Run a PromQL query against a server and print the result.
+    Query(QueryArgs),
+}
+
+#[derive(clap::Args)]
+struct QueryArgs {
+    /// The server to ask.
+    #[arg(long, env = "MINOS_SERVER", default_value = "http://127.0.0.1:9797")]
+    server: String,
+    /// Evaluation time of an instant query: RFC 3339, Unix seconds, `now`, or relative
+    /// to now (`-1h`, `now-1h`) [default: now].
+    #[arg(long, conflicts_with_all = ["start", "end", "step"])]
+    time: Option<String>,
+    /// Start of a range query (same forms as --time) [default: an hour before --end].
+    #[arg(long)]
+    start: Option<String>,
+    /// End of a range query [default: now].
+    #[arg(long)]
+    end: Option<String>,
+    /// Resolution of a range query: a duration (`15s`, `1m`) or seconds [default: the
+    /// range divided into 250 steps, at least 1s].
+    #[arg(long)]
+    step: Option<String>,
+    /// Query timeout, when shorter than the server's (`30s`).
+    #[arg(long)]
+    timeout: Option<String>,
+    /// Print the API's JSON answer instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// The PromQL expression.
+    expr: String,
 }
 
 #[derive(clap::Args, Default)]
@@ -50,6 +81,15 @@ struct ServerArgs {
     /// How often the head is written into blocks [default: 15m].
     #[arg(long)]
     flush_interval: Option<String>,
+    /// Longest a query may run (`2m`); a request's `timeout` can only shorten it [default: 2m].
+    #[arg(long = "query.timeout")]
+    query_timeout: Option<String>,
+    /// How far back an instant selector looks for a sample [default: 5m].
+    #[arg(long = "query.lookback-delta")]
+    query_lookback_delta: Option<String>,
+    /// Most samples one query may load into memory [default: 50000000].
+    #[arg(long = "query.max-samples")]
+    query_max_samples: Option<usize>,
 }
 
 /// The config file; every key is optional and named like its flag.
@@ -62,6 +102,9 @@ struct FileConfig {
     retention_size: Option<String>,
     wal_sync: Option<String>,
     flush_interval: Option<String>,
+    query_timeout: Option<String>,
+    query_lookback_delta: Option<String>,
+    query_max_samples: Option<usize>,
 }
 
 fn parse_size(s: &str) -> Result<u64> {
@@ -91,6 +134,31 @@ fn duration(s: &str, what: &str) -> Result<Duration> {
     Ok(Duration::from_millis(ms as u64))
 }
 
+/// Milliseconds in Prometheus' duration syntax (`2m`, `1h30m`, `250ms`, `0s`).
+fn format_duration(ms: i64) -> String {
+    const UNITS: [(&str, i64); 7] = [
+        ("y", 365 * 86_400_000),
+        ("w", 7 * 86_400_000),
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+        ("ms", 1),
+    ];
+    if ms <= 0 {
+        return "0s".into();
+    }
+    let mut rest = ms;
+    let mut out = String::new();
+    for (u, n) in UNITS {
+        if rest >= n {
+            out.push_str(&format!("{}{u}", rest / n));
+            rest %= n;
+        }
+    }
+    out
+}
+
 fn server(args: ServerArgs) -> Result<()> {
     let file: FileConfig = match &args.config {
         Some(p) => {
@@ -108,27 +176,71 @@ fn server(args: ServerArgs) -> Result<()> {
         .listen
         .or(file.listen)
         .unwrap_or_else(|| "127.0.0.1:9797".into());
+    let retention = args
+        .retention
+        .or(file.retention)
+        .unwrap_or_else(|| "15d".into());
     let mut opts = tsdb::Options {
-        retention: duration(
-            &args
-                .retention
-                .or(file.retention)
-                .unwrap_or_else(|| "15d".into()),
-            "retention",
-        )?,
+        retention: duration(&retention, "retention")?,
         ..Default::default()
     };
+    let mut flags: Vec<(String, String)> = vec![
+        ("data".into(), data.display().to_string()),
+        ("listen".into(), listen.clone()),
+        ("retention".into(), retention.clone()),
+    ];
     if let Some(s) = args.retention_size.or(file.retention_size) {
         opts.max_bytes = Some(parse_size(&s)?);
+        flags.push(("retention-size".into(), s));
     }
     if let Some(s) = args.flush_interval.or(file.flush_interval) {
         opts.flush_interval = duration(&s, "flush-interval")?;
+        flags.push(("flush-interval".into(), s));
     }
-    opts.wal_sync = match args.wal_sync.or(file.wal_sync).as_deref() {
+    let wal_sync = args.wal_sync.or(file.wal_sync);
+    opts.wal_sync = match wal_sync.as_deref() {
         None => tsdb::SyncPolicy::default(),
         Some("always") => tsdb::SyncPolicy::Always,
         Some("never") => tsdb::SyncPolicy::Never,
         Some(d) => tsdb::SyncPolicy::Interval(duration(d, "wal-sync")?),
+    };
+    if let Some(s) = wal_sync {
+        flags.push(("wal-sync".into(), s));
+    }
+    let mut engine = promql::EngineOptions::default();
+    if let Some(s) = args.query_timeout.or(file.query_timeout) {
+        engine.timeout = duration(&s, "query.timeout")?;
+        if engine.timeout.is_zero() {
+            bail!("--query.timeout: must be positive");
+        }
+    }
+    if let Some(s) = args.query_lookback_delta.or(file.query_lookback_delta) {
+        let d = duration(&s, "query.lookback-delta")?;
+        if d.is_zero() {
+            bail!("--query.lookback-delta: must be positive");
+        }
+        engine.lookback_delta_ms = d.as_millis().try_into().unwrap_or(i64::MAX);
+    }
+    if let Some(n) = args.query_max_samples.or(file.query_max_samples) {
+        if n == 0 {
+            bail!("--query.max-samples: must be positive");
+        }
+        engine.max_samples = n;
+    }
+    flags.push((
+        "query.timeout".into(),
+        format_duration(engine.timeout.as_millis().try_into().unwrap_or(i64::MAX)),
+    ));
+    flags.push((
+        "query.lookback-delta".into(),
+        format_duration(engine.lookback_delta_ms),
+    ));
+    flags.push(("query.max-samples".into(), engine.max_samples.to_string()));
+    let settings = web::Settings {
+        engine,
+        flags,
+        storage_retention: retention,
+        ..Default::default()
     };
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -140,7 +252,7 @@ fn server(args: ServerArgs) -> Result<()> {
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
         tracing::info!("listening on {}", listener.local_addr()?);
-        let state = web::AppState::new(web::Settings::default());
+        let state = web::AppState::new(settings);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut rx = stop_rx.clone();
         let server = tokio::spawn(web::serve(listener, state.clone(), async move {
@@ -199,12 +311,245 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let res = match cli.command {
         Command::Server(a) => server(a),
+        Command::Query(a) => query::run(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("minos: {e:#}");
             ExitCode::from(2)
+        }
+    }
+}
+
+/// `minos query`: a PromQL query over the server's HTTP API, printed as a table.
+mod query {
+    use std::fmt::Write as _;
+
+    use anyhow::{Context, Result, anyhow, bail};
+    use serde_json::Value;
+
+    use super::QueryArgs;
+
+    /// A time argument in ms: `now`, relative to now (`-1h`, `now-1h`, `now+5m`),
+    /// RFC 3339 or Unix seconds.
+    fn time_arg(s: &str, now: i64, what: &str) -> Result<i64> {
+        let s = s.trim();
+        let rel = s.strip_prefix("now").unwrap_or(s);
+        if rel.is_empty() {
+            return Ok(now);
+        }
+        if let Some(d) = rel.strip_prefix('-').or_else(|| rel.strip_prefix('+'))
+            && d.starts_with(|c: char| c.is_ascii_digit())
+            && d.ends_with(|c: char| c.is_ascii_alphabetic())
+        {
+            let ms = web::parse_duration(d).map_err(|e| anyhow!("--{what}: {e}"))?;
+            return Ok(if rel.starts_with('-') {
+                now.saturating_sub(ms)
+            } else {
+                now.saturating_add(ms)
+            });
+        }
+        web::params::parse_time(s).map_err(|e| anyhow!("--{what}: {e}"))
+    }
+
+    fn secs(ms: i64) -> String {
+        let mut out = String::new();
+        web::query::timestamp(&mut out, ms);
+        out
+    }
+
+    pub fn run(a: QueryArgs) -> Result<()> {
+        let now = tsdb::now_ms();
+        let range = a.start.is_some() || a.end.is_some() || a.step.is_some();
+        let mut form: Vec<(&str, String)> = vec![("query", a.expr.clone())];
+        let path = if range {
+            let end = match &a.end {
+                Some(e) => time_arg(e, now, "end")?,
+                None => now,
+            };
+            let start = match &a.start {
+                Some(s) => time_arg(s, now, "start")?,
+                None => end.saturating_sub(3_600_000),
+            };
+            let step = match &a.step {
+                Some(s) => s.clone(),
+                None => secs((end.saturating_sub(start) / 250).max(1000)),
+            };
+            form.push(("start", secs(start)));
+            form.push(("end", secs(end)));
+            form.push(("step", step));
+            "/api/v1/query_range"
+        } else {
+            let t = match &a.time {
+                Some(t) => time_arg(t, now, "time")?,
+                None => now,
+            };
+            form.push(("time", secs(t)));
+            "/api/v1/query"
+        };
+        if let Some(t) = &a.timeout {
+            form.push(("timeout", t.clone()));
+        }
+        let url = format!("{}{}", a.server.trim_end_matches('/'), path);
+        let client = reqwest::blocking::Client::builder()
+            .no_proxy()
+            .build()
+            .context("cannot build the HTTP client")?;
+        let resp = client
+            .post(&url)
+            .form(&form)
+            .send()
+            .with_context(|| format!("cannot reach {url}"))?;
+        let status = resp.status();
+        let body = resp
+            .text()
+            .with_context(|| format!("reading the answer of {url}"))?;
+        let v: Value = match serde_json::from_str(&body) {
+            Ok(v) => v,
+            Err(_) => bail!("{url}: {status}: {}", body.trim()),
+        };
+        if v["status"] != "success" {
+            let msg = v["error"].as_str().unwrap_or(body.trim());
+            match v["errorType"].as_str() {
+                Some(t) => bail!("{t}: {msg}"),
+                None => bail!("{status}: {msg}"),
+            }
+        }
+        for key in ["warnings", "infos"] {
+            for w in v[key].as_array().into_iter().flatten() {
+                eprintln!(
+                    "{}: {}",
+                    key.trim_end_matches('s'),
+                    w.as_str().unwrap_or("")
+                );
+            }
+        }
+        if a.json {
+            println!("{body}");
+            return Ok(());
+        }
+        print!("{}", table(&v["data"]));
+        Ok(())
+    }
+
+    fn metric(m: &Value) -> String {
+        let Some(obj) = m.as_object() else {
+            return "{}".into();
+        };
+        let name = obj.get("__name__").and_then(Value::as_str).unwrap_or("");
+        let rest: Vec<String> = obj
+            .iter()
+            .filter(|(k, _)| *k != "__name__")
+            .map(|(k, v)| format!("{k}={}", Value::String(v.as_str().unwrap_or("").into())))
+            .collect();
+        if rest.is_empty() && !name.is_empty() {
+            name.to_string()
+        } else {
+            format!("{name}{{{}}}", rest.join(", "))
+        }
+    }
+
+    /// `[t, "v"]` as (time, value) text.
+    fn point(p: &Value) -> (String, String) {
+        let t = p[0]
+            .as_f64()
+            .map(|t| web::status::format_rfc3339((t * 1000.0).round() as i64))
+            .unwrap_or_default();
+        (t, p[1].as_str().unwrap_or("").to_string())
+    }
+
+    /// Rows of cells as left-aligned columns (the last one unpadded).
+    fn columns(rows: &[[String; 3]]) -> String {
+        let mut w = [0usize; 3];
+        for r in rows {
+            for (i, c) in r.iter().enumerate() {
+                w[i] = w[i].max(c.chars().count());
+            }
+        }
+        let mut out = String::new();
+        for r in rows {
+            let _ = writeln!(
+                out,
+                "{:<w0$}  {:<w1$}  {}",
+                r[0],
+                r[1],
+                r[2],
+                w0 = w[0],
+                w1 = w[1]
+            );
+        }
+        out
+    }
+
+    /// The result as text: one row per series for vectors, one block per series for
+    /// matrices, the bare value for scalars and strings.
+    pub fn table(data: &Value) -> String {
+        let result = &data["result"];
+        match data["resultType"].as_str() {
+            Some("scalar") | Some("string") => format!("{}\n", point(result).1),
+            Some("vector") => {
+                let list = result.as_array().map(Vec::as_slice).unwrap_or(&[]);
+                if list.is_empty() {
+                    return "(no series)\n".into();
+                }
+                let mut rows = vec![["SERIES".into(), "VALUE".into(), "TIME".into()]];
+                for s in list {
+                    let (t, v) = point(&s["value"]);
+                    rows.push([metric(&s["metric"]), v, t]);
+                }
+                columns(&rows)
+            }
+            Some("matrix") => {
+                let list = result.as_array().map(Vec::as_slice).unwrap_or(&[]);
+                if list.is_empty() {
+                    return "(no series)\n".into();
+                }
+                let mut out = String::new();
+                for (i, s) in list.iter().enumerate() {
+                    if i > 0 {
+                        out.push('\n');
+                    }
+                    out.push_str(&metric(&s["metric"]));
+                    out.push('\n');
+                    let mut rows = Vec::new();
+                    for p in s["values"].as_array().into_iter().flatten() {
+                        let (t, v) = point(p);
+                        rows.push([String::new(), t, v]);
+                    }
+                    out.push_str(&columns(&rows));
+                }
+                out
+            }
+            _ => format!("{data}\n"),
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn times_are_absolute_or_relative_to_now() {
+            let now = 1_700_000_000_000;
+            assert_eq!(time_arg("now", now, "t").ok(), Some(now));
+            assert_eq!(time_arg("-1h", now, "t").ok(), Some(now - 3_600_000));
+            assert_eq!(time_arg("now-5m", now, "t").ok(), Some(now - 300_000));
+            assert_eq!(time_arg("1700000000", now, "t").ok(), Some(now));
+            assert_eq!(time_arg("-1.5", now, "t").ok(), Some(-1500));
+            assert!(time_arg("yesterday", now, "t").is_err());
+        }
+
+        #[test]
+        fn vectors_print_one_row_per_series() {
+            let v: Value = serde_json::from_str(
+                r#"{"resultType":"vector","result":[{"metric":{"__name__":"up","job":"api"},"value":[1700000000,"1"]}]}"#,
+            )
+            .expect("json");
+            assert_eq!(
+                table(&v),
+                "SERIES         VALUE  TIME\nup{job=\"api\"}  1      2023-11-14T22:13:20Z\n"
+            );
         }
     }
 }
@@ -219,5 +564,13 @@ mod tests {
         assert_eq!(parse_size("2GiB").unwrap(), 2 << 30);
         assert_eq!(parse_size("1000").unwrap(), 1000);
         assert!(parse_size("12 parsecs").is_err());
+    }
+
+    #[test]
+    fn durations_print_in_prometheus_syntax() {
+        assert_eq!(format_duration(120_000), "2m");
+        assert_eq!(format_duration(5_400_250), "1h30m250ms");
+        assert_eq!(format_duration(15 * 86_400_000), "2w1d");
+        assert_eq!(format_duration(0), "0s");
     }
 }

@@ -124,11 +124,13 @@ fn block_dirs(data: &Path) -> Vec<PathBuf> {
 fn two_blocks(data: &Path) -> (PathBuf, Vec<(i64, f64)>) {
     let server = Server::start(data, &[]);
     let day = 86_400_000;
-    write_series(&server, "bad_series", now_ms() - 2 * day, 50);
+    // Start at a 2 h window boundary: each series' samples then make exactly one block.
+    let window = |t: i64| t.div_euclid(7_200_000) * 7_200_000;
+    write_series(&server, "bad_series", window(now_ms() - 2 * day), 50);
     assert_eq!(server.post("/internal/force_flush").0, 200);
     let bad = block_dirs(data);
     assert_eq!(bad.len(), 1);
-    let good = write_series(&server, "good_series", now_ms() - day, 50);
+    let good = write_series(&server, "good_series", window(now_ms() - day), 50);
     assert_eq!(server.stop(), Some(0));
     assert_eq!(block_dirs(data).len(), 2);
     (bad[0].clone(), good)

@@ -172,8 +172,8 @@ fn series_labels_and_values_have_prometheus_shapes() {
 #[test]
 fn force_flush_and_merge_leave_data_compacted_and_readable() {
     let (_d, s) = server();
-    let base = now_ms() - 3 * 86_400_000;
-    // Three flushes into the same 2h window, then a merge.
+    // Three flushes into the same 2h window (aligned to its start), then a merge.
+    let base = (now_ms() - 3 * 86_400_000).div_euclid(7_200_000) * 7_200_000;
     for round in 0..3 {
         let samples: Vec<(i64, f64)> = (0..100)
             .map(|i| (base + round * 100_000 + i * 1000, i as f64))

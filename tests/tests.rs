@@ -15,3 +15,9 @@ mod http;
 
 // The command line and config file.
 mod cli;
+
+// Grafana's Prometheus data source, replayed request by request.
+mod grafana;
+
+// PromQL over HTTP: errors, limits, and the `minos query` command.
+mod query;

@@ -232,3 +232,33 @@ pub fn now_ms() -> i64 {
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
+
+/// A form-encoded POST, as Grafana sends queries; returns status and body.
+pub fn post_form(s: &Server, path: &str, form: &[(&str, &str)]) -> (u16, String) {
+    let r = client()
+        .post(s.url(path))
+        .form(form)
+        .send()
+        .expect("request");
+    let st = r.status().as_u16();
+    (st, r.text().unwrap_or_default())
+}
+
+/// Parses a response body as JSON, naming the body when it is not.
+pub fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+/// Runs the `minos` binary; returns exit code, stdout and stderr.
+pub fn minos(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_minos"))
+        .args(args)
+        .env_remove("MINOS_SERVER")
+        .output()
+        .expect("run minos");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}

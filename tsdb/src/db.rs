@@ -37,7 +37,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use parking_lot::{Mutex, RwLock};
 
 use crate::block::{Block, BlockWriter};
-use crate::chunkenc::{Encoding, XorAppender};
+use crate::chunkenc::Encoding;
 use crate::head::{FrozenHead, Head, HeadOptions, MemSeries, Outcome, Reject, merge_newer_wins};
 use crate::labels::Labels;
 use crate::postings::IndexReader;
@@ -935,7 +935,7 @@ impl Inner {
         let blocks_dir = self.dir.join("blocks");
         let range = self.opts.block_range_ms.max(1);
         let mut writers: BTreeMap<i64, BlockWriter> = BTreeMap::new();
-        let mut encoded: Vec<(i64, i64, Vec<u8>, u16)> = Vec::new();
+        let mut encoded: Vec<(i64, i64, Vec<u8>, u16, Encoding)> = Vec::new();
         for s in &f.series {
             let samples = f.samples(s, i64::MIN, i64::MAX)?;
             let mut i = 0;
@@ -946,13 +946,13 @@ impl Inner {
                     .position(|x| x.t.div_euclid(range) != w)
                     .map_or(samples.len(), |p| i + p);
                 encoded.clear();
-                for chunk in samples[i..end].chunks(crate::head::SAMPLES_PER_CHUNK) {
-                    let mut a = XorAppender::new();
+                for chunk in samples[i..end].chunks(crate::compact::MERGED_CHUNK_SAMPLES) {
+                    let mut a = crate::chunkenc::XorAppender::new();
                     for x in chunk {
                         a.append(x.t, x.v);
                     }
                     let (lo, hi) = (chunk[0].t, chunk[chunk.len() - 1].t);
-                    encoded.push((lo, hi, a.into_bytes(), chunk.len() as u16));
+                    encoded.push((lo, hi, a.into_bytes(), chunk.len() as u16, Encoding::Xor));
                 }
                 let writer = match writers.entry(w) {
                     std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
@@ -967,7 +967,7 @@ impl Inner {
                 };
                 let refs: Vec<(i64, i64, u8, u16, &[u8])> = encoded
                     .iter()
-                    .map(|(lo, hi, b, n)| (*lo, *hi, Encoding::Xor as u8, *n, b.as_slice()))
+                    .map(|(lo, hi, b, n, enc)| (*lo, *hi, *enc as u8, *n, b.as_slice()))
                     .collect();
                 writer.add_series(&s.labels, &refs)?;
                 i = end;

@@ -30,6 +30,7 @@ pub mod labels;
 pub mod matcher;
 pub mod mmap;
 pub mod postings;
+pub mod status;
 pub mod wal;
 
 pub use db::{

@@ -239,7 +239,8 @@ fn size_retention_drops_the_oldest_blocks_first() {
     for day in 0..4i64 {
         let name = format!("day{day}");
         let pairs = [("__name__", name.as_str())];
-        let start = now - (4 - day) * 86_400_000;
+        // Aligned to a 2 h block window, so each day makes exactly one block.
+        let start = (now - (4 - day) * 86_400_000).div_euclid(7_200_000) * 7_200_000;
         let samples: Vec<Sample> = (0..2000)
             .map(|i| Sample {
                 t: start + i * 1000,

@@ -6,6 +6,8 @@
 //! # Layout
 //! - `params`: parsing of times, durations and series selectors from query strings.
 //! - `api`: the Prometheus JSON envelope and `/api/v1/{series,labels,label/*/values}`.
+//! - `query`: PromQL over HTTP: `/api/v1/{query,query_range,format_query,query_exemplars}`.
+//! - `status`: `/api/v1/status/*`, `/api/v1/{rules,alerts,targets,metadata}`.
 //! - `write`: `POST /api/v1/write` (remote_write 1.0).
 //! - `export`: `GET /api/v1/export`, raw samples as JSON lines.
 //! - `ops`: health, readiness, `/metrics`, `/internal/force_flush`, `/internal/force_merge`.
@@ -14,6 +16,8 @@ pub mod api;
 pub mod export;
 pub mod ops;
 pub mod params;
+pub mod query;
+pub mod status;
 pub mod write;
 
 use std::net::SocketAddr;
@@ -30,6 +34,12 @@ pub use params::parse_duration;
 #[derive(Debug, Clone, Default)]
 pub struct Settings {
     pub remote_write: collector::remote_write::Limits,
+    /// Limits and defaults of the PromQL engine (timeout, samples, lookback).
+    pub engine: promql::EngineOptions,
+    /// The server's effective settings by flag name, for `/api/v1/status/{flags,config}`.
+    pub flags: Vec<(String, String)>,
+    /// How long data is kept, as shown by `/api/v1/status/runtimeinfo` (`15d`).
+    pub storage_retention: String,
 }
 
 /// State shared by all handlers.
@@ -38,6 +48,8 @@ pub struct AppState {
     /// endpoint answers 503 and `/-/ready` says why.
     db: OnceLock<Arc<Db>>,
     settings: Settings,
+    /// The PromQL engine, built from `settings.engine`.
+    engine: Arc<promql::Engine>,
     started: std::time::SystemTime,
     pub(crate) counters: Counters,
 }
@@ -56,6 +68,7 @@ impl AppState {
     pub fn new(settings: Settings) -> Arc<AppState> {
         Arc::new(AppState {
             db: OnceLock::new(),
+            engine: Arc::new(promql::Engine::new(settings.engine.clone())),
             settings,
             started: std::time::SystemTime::now(),
             counters: Counters::default(),
@@ -97,6 +110,31 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/series", get(api::series).post(api::series))
         .route("/api/v1/labels", get(api::labels).post(api::labels))
         .route("/api/v1/label/{name}/values", get(api::label_values))
+        .route("/api/v1/query", get(query::query).post(query::query))
+        .route(
+            "/api/v1/query_range",
+            get(query::query_range).post(query::query_range),
+        )
+        .route(
+            "/api/v1/format_query",
+            get(query::format_query).post(query::format_query),
+        )
+        .route(
+            "/api/v1/query_exemplars",
+            get(query::query_exemplars).post(query::query_exemplars),
+        )
+        .route("/api/v1/metadata", get(status::metadata))
+        .route("/api/v1/rules", get(status::rules))
+        .route("/api/v1/alerts", get(status::alerts))
+        .route("/api/v1/targets", get(status::targets))
+        .route("/api/v1/targets/metadata", get(status::targets_metadata))
+        .route("/api/v1/alertmanagers", get(status::alertmanagers))
+        .route("/api/v1/status/buildinfo", get(status::buildinfo))
+        .route("/api/v1/status/runtimeinfo", get(status::runtimeinfo))
+        .route("/api/v1/status/flags", get(status::flags))
+        .route("/api/v1/status/config", get(status::config))
+        .route("/api/v1/status/tsdb", get(status::tsdb))
+        .route("/api/v1/status/walreplay", get(status::walreplay))
         .layer(axum::extract::DefaultBodyLimit::max(16 << 20))
         .with_state(state)
 }

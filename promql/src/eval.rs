@@ -1,0 +1,701 @@
+//! The evaluator.
+//!
+//! Every expression node is evaluated once per query over a [`Grid`] of steps and yields
+//! a [`Val`]: a scalar per step, or series whose points sit on the grid. A selector loads
+//! its data with one `select` covering every step's lookback window and walks each
+//! series' samples with a moving pointer; range-vector arguments (`foo[5m]`, subqueries)
+//! become a [`RangeInput`] that functions window step by step. Subqueries evaluate their
+//! inner expression once on their own grid.
+//!
+//! Metric names are removed lazily, as Prometheus 3 does: a series that lost its name
+//! carries `drop_name` and keeps `__name__` until the result is assembled.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use promql_parser::label::MatchOp as PMatchOp;
+use promql_parser::parser::{AtModifier, Expr, Offset, VectorSelector};
+use tsdb::{Labels, Sample};
+
+use crate::{EngineOptions, Error, QueryResult, Queryable, RangeSeries, Value, VectorSample};
+
+/// Default subquery step when none is given (Prometheus' default evaluation interval).
+const DEFAULT_SUBQUERY_STEP_MS: i64 = 60_000;
+
+/// The steps a node is evaluated at: `start, start+step, ..., end`.
+#[derive(Debug, Clone, Copy)]
+pub struct Grid {
+    pub start: i64,
+    pub end: i64,
+    pub step: i64,
+}
+
+impl Grid {
+    pub fn len(&self) -> usize {
+        ((self.end - self.start) / self.step + 1) as usize
+    }
+
+    pub fn ts(&self, i: usize) -> i64 {
+        self.start + i as i64 * self.step
+    }
+
+    /// The step index of a grid timestamp.
+    pub fn idx(&self, t: i64) -> usize {
+        ((t - self.start) / self.step) as usize
+    }
+}
+
+/// One series of an instant-vector value: points on the grid, sorted by time.
+#[derive(Debug, Clone)]
+pub struct Series {
+    pub labels: Labels,
+    /// The metric name is to be removed when the result is assembled.
+    pub drop_name: bool,
+    pub pts: Vec<Sample>,
+}
+
+/// The value of a node over all steps.
+#[derive(Debug)]
+pub enum Val {
+    /// One value per step.
+    Scalar(Vec<f64>),
+    Str(String),
+    Vector(Vec<Series>),
+    /// Raw samples of a range selector or subquery (instant queries only).
+    Matrix(Vec<Series>),
+}
+
+/// A range-vector argument: series with their samples and, per step, the end of the
+/// window `(end - range, end]`.
+pub struct RangeInput {
+    pub series: Vec<Series>,
+    pub range: i64,
+    pub ends: Vec<i64>,
+}
+
+/// State shared by every node of one query.
+pub struct Ctx<'a> {
+    q: &'a dyn Queryable,
+    pub opts: &'a EngineOptions,
+    deadline: Instant,
+    loaded: AtomicUsize,
+    pub query_start: i64,
+    pub query_end: i64,
+    pub warnings: Mutex<Vec<String>>,
+    pub infos: Mutex<Vec<String>>,
+}
+
+impl Ctx<'_> {
+    /// Fails once the query's time is up.
+    pub fn check(&self) -> Result<(), Error> {
+        if Instant::now() > self.deadline {
+            return Err(Error::Timeout("expression evaluation".into()));
+        }
+        Ok(())
+    }
+
+    pub fn info(&self, msg: String) {
+        if let Ok(mut v) = self.infos.lock()
+            && !v.contains(&msg)
+        {
+            v.push(msg);
+        }
+    }
+
+    pub fn warn(&self, msg: String) {
+        if let Ok(mut v) = self.warnings.lock()
+            && !v.contains(&msg)
+        {
+            v.push(msg);
+        }
+    }
+
+    fn count_loaded(&self, n: usize) -> Result<(), Error> {
+        let total = self.loaded.fetch_add(n, Ordering::Relaxed) + n;
+        if total > self.opts.max_samples {
+            return Err(Error::TooManySamples(
+                "query processing would load too many samples into memory in query execution"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// An evaluator for one grid.
+#[derive(Clone, Copy)]
+pub struct Ev<'a> {
+    pub ctx: &'a Ctx<'a>,
+    pub grid: Grid,
+}
+
+pub fn run_instant(
+    q: &dyn Queryable,
+    opts: &EngineOptions,
+    e: &Expr,
+    t: i64,
+) -> Result<QueryResult, Error> {
+    let ctx = new_ctx(q, opts, t, t);
+    let ev = Ev {
+        ctx: &ctx,
+        grid: Grid {
+            start: t,
+            end: t,
+            step: 1,
+        },
+    };
+    let val = ev.eval(e)?;
+    let value = match val {
+        Val::Scalar(v) => Value::Scalar {
+            t,
+            v: v.first().copied().unwrap_or(f64::NAN),
+        },
+        Val::Str(s) => Value::String { t, v: s },
+        Val::Vector(series) => {
+            let series = finish_names(series)?;
+            Value::Vector(
+                series
+                    .into_iter()
+                    .filter_map(|s| {
+                        s.pts.first().map(|p| VectorSample {
+                            labels: s.labels,
+                            t,
+                            v: p.v,
+                        })
+                    })
+                    .collect(),
+            )
+        }
+        Val::Matrix(series) => {
+            let series = finish_names(series)?;
+            Value::Matrix(
+                series
+                    .into_iter()
+                    .map(|s| RangeSeries {
+                        labels: s.labels,
+                        samples: s.pts,
+                    })
+                    .collect(),
+            )
+        }
+    };
+    Ok(finish(ctx, value))
+}
+
+pub fn run_range(
+    q: &dyn Queryable,
+    opts: &EngineOptions,
+    e: &Expr,
+    start: i64,
+    end: i64,
+    step: i64,
+) -> Result<QueryResult, Error> {
+    use promql_parser::parser::value::ValueType;
+    let vt = e.value_type();
+    if vt != ValueType::Scalar && vt != ValueType::Vector {
+        return Err(Error::Parse(format!(
+            "invalid expression type \"{}\" for range query, must be Scalar or instant Vector",
+            match vt {
+                ValueType::Matrix => "range vector",
+                ValueType::String => "string",
+                _ => "unknown",
+            }
+        )));
+    }
+    let ctx = new_ctx(q, opts, start, end);
+    let grid = Grid { start, end, step };
+    let ev = Ev { ctx: &ctx, grid };
+    let val = ev.eval(e)?;
+    let mut out = match val {
+        Val::Scalar(v) => vec![RangeSeries {
+            labels: Labels::default(),
+            samples: v
+                .iter()
+                .enumerate()
+                .map(|(i, v)| Sample {
+                    t: grid.ts(i),
+                    v: *v,
+                })
+                .collect(),
+        }],
+        Val::Vector(series) | Val::Matrix(series) => finish_names(series)?
+            .into_iter()
+            .filter(|s| !s.pts.is_empty())
+            .map(|s| RangeSeries {
+                labels: s.labels,
+                samples: s.pts,
+            })
+            .collect(),
+        Val::Str(_) => {
+            return Err(Error::Parse(
+                "invalid expression type \"string\" for range query, must be Scalar or instant Vector"
+                    .into(),
+            ));
+        }
+    };
+    out.sort_by(|a, b| a.labels.cmp(&b.labels));
+    Ok(finish(ctx, Value::Matrix(out)))
+}
+
+fn new_ctx<'a>(q: &'a dyn Queryable, opts: &'a EngineOptions, start: i64, end: i64) -> Ctx<'a> {
+    let now = Instant::now();
+    Ctx {
+        q,
+        opts,
+        deadline: now.checked_add(opts.timeout).unwrap_or(now),
+        loaded: AtomicUsize::new(0),
+        query_start: start,
+        query_end: end,
+        warnings: Mutex::new(Vec::new()),
+        infos: Mutex::new(Vec::new()),
+    }
+}
+
+fn finish(ctx: Ctx<'_>, value: Value) -> QueryResult {
+    QueryResult {
+        value,
+        warnings: ctx.warnings.into_inner().unwrap_or_default(),
+        infos: ctx.infos.into_inner().unwrap_or_default(),
+    }
+}
+
+/// Removes names marked for dropping and rejects results where two series end up with
+/// the same labels.
+fn finish_names(mut series: Vec<Series>) -> Result<Vec<Series>, Error> {
+    for s in series.iter_mut() {
+        if s.drop_name {
+            s.labels = crate::labels::drop_name(&s.labels);
+            s.drop_name = false;
+        }
+    }
+    check_duplicates(&series)?;
+    Ok(series)
+}
+
+pub fn check_duplicates(series: &[Series]) -> Result<(), Error> {
+    if series.len() < 2 {
+        return Ok(());
+    }
+    let mut seen = std::collections::HashSet::with_capacity(series.len());
+    for s in series {
+        if !seen.insert(&s.labels) {
+            return Err(Error::Execution(
+                "vector cannot contain metrics with the same labelset".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub fn is_stale(v: f64) -> bool {
+    v.to_bits() == tsdb::STALE_NAN_BITS
+}
+
+/// Runs `f` over `items` on up to all cores when `work` (an estimate of the elementary
+/// operations) makes it worthwhile. Results keep the order of `items`.
+pub fn par_map<T: Sync, R: Send>(
+    items: &[T],
+    work: usize,
+    f: impl Fn(&T) -> Result<R, Error> + Sync,
+) -> Result<Vec<R>, Error> {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(items.len());
+    if threads < 2 || work < 200_000 {
+        return items.iter().map(&f).collect();
+    }
+    let chunk = items.len().div_ceil(threads);
+    let f = &f;
+    let parts: Vec<Result<Vec<R>, Error>> = std::thread::scope(|s| {
+        let handles: Vec<_> = items
+            .chunks(chunk)
+            .map(|c| s.spawn(move || c.iter().map(f).collect::<Result<Vec<R>, Error>>()))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(Error::Execution("evaluation thread failed".into())))
+            })
+            .collect()
+    });
+    let mut out = Vec::with_capacity(items.len());
+    for p in parts {
+        out.extend(p?);
+    }
+    Ok(out)
+}
+
+pub fn offset_ms(o: &Option<Offset>) -> i64 {
+    match o {
+        None => 0,
+        Some(Offset::Pos(d)) => d.as_millis() as i64,
+        Some(Offset::Neg(d)) => -(d.as_millis() as i64),
+    }
+}
+
+fn system_time_ms(t: &SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_millis() as i64,
+        Err(e) => -(e.duration().as_millis() as i64),
+    }
+}
+
+/// Strips any number of parentheses.
+pub fn unparen(mut e: &Expr) -> &Expr {
+    while let Expr::Paren(p) = e {
+        e = &p.expr;
+    }
+    e
+}
+
+impl<'a> Ev<'a> {
+    pub fn n(&self) -> usize {
+        self.grid.len()
+    }
+
+    pub fn at_ms(&self, at: &Option<AtModifier>) -> Option<i64> {
+        at.as_ref().map(|a| match a {
+            AtModifier::Start => self.ctx.query_start,
+            AtModifier::End => self.ctx.query_end,
+            AtModifier::At(t) => system_time_ms(t),
+        })
+    }
+
+    /// Per step, the reference time of a selector: the `@` time or the step time, minus
+    /// the offset.
+    pub fn ref_times(&self, at: &Option<AtModifier>, offset: &Option<Offset>) -> Vec<i64> {
+        let off = offset_ms(offset);
+        let at = self.at_ms(at);
+        (0..self.n())
+            .map(|i| at.unwrap_or_else(|| self.grid.ts(i)).saturating_sub(off))
+            .collect()
+    }
+
+    pub fn eval(&self, e: &Expr) -> Result<Val, Error> {
+        self.ctx.check()?;
+        match e {
+            Expr::Paren(p) => self.eval(&p.expr),
+            Expr::NumberLiteral(n) => Ok(Val::Scalar(vec![n.val; self.n()])),
+            Expr::StringLiteral(s) => Ok(Val::Str(s.val.clone())),
+            Expr::Unary(u) => match self.eval(&u.expr)? {
+                Val::Scalar(mut v) => {
+                    v.iter_mut().for_each(|x| *x = -*x);
+                    Ok(Val::Scalar(v))
+                }
+                Val::Vector(mut ss) => {
+                    for s in ss.iter_mut() {
+                        s.drop_name = true;
+                        s.pts.iter_mut().for_each(|p| p.v = -p.v);
+                    }
+                    Ok(Val::Vector(ss))
+                }
+                _ => Err(Error::Execution(
+                    "unary expression only allowed on expressions of type scalar or instant vector"
+                        .into(),
+                )),
+            },
+            Expr::Binary(b) => crate::binary::eval(self, b),
+            Expr::Aggregate(a) => crate::aggregate::eval(self, a),
+            Expr::Call(c) => crate::functions::call(self, c),
+            Expr::VectorSelector(vs) => Ok(Val::Vector(self.vector_selector(vs, false)?)),
+            Expr::MatrixSelector(_) | Expr::Subquery(_) => {
+                let ri = self.range_input(e)?;
+                Ok(Val::Matrix(window_matrix(ri)))
+            }
+            Expr::Extension(_) => Err(Error::Unsupported(
+                "extension expressions are not supported".into(),
+            )),
+        }
+    }
+
+    /// Evaluates an expression that must be a scalar.
+    pub fn eval_scalar(&self, e: &Expr) -> Result<Vec<f64>, Error> {
+        match self.eval(e)? {
+            Val::Scalar(v) => Ok(v),
+            _ => Err(Error::Execution(format!("expected scalar, got {e}"))),
+        }
+    }
+
+    /// Evaluates an expression that must be an instant vector.
+    pub fn eval_vector(&self, e: &Expr) -> Result<Vec<Series>, Error> {
+        match self.eval(e)? {
+            Val::Vector(v) => Ok(v),
+            _ => Err(Error::Execution(format!(
+                "expected instant vector, got {e}"
+            ))),
+        }
+    }
+
+    /// Loads the series a selector matches in `[mint, maxt]`.
+    pub fn select(
+        &self,
+        vs: &VectorSelector,
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<tsdb::SeriesSamples>, Error> {
+        let mut groups: Vec<Vec<tsdb::Matcher>> = Vec::new();
+        let base: Vec<tsdb::Matcher> = match &vs.name {
+            Some(n) => vec![tsdb::Matcher::eq(tsdb::labels::METRIC_NAME, n)],
+            None => Vec::new(),
+        };
+        let conv = |m: &promql_parser::label::Matcher| -> Result<tsdb::Matcher, Error> {
+            let op = match m.op {
+                PMatchOp::Equal => tsdb::MatchOp::Equal,
+                PMatchOp::NotEqual => tsdb::MatchOp::NotEqual,
+                PMatchOp::Re(_) => tsdb::MatchOp::Regex,
+                PMatchOp::NotRe(_) => tsdb::MatchOp::NotRegex,
+            };
+            tsdb::Matcher::new(op, &m.name, &m.value)
+                .map_err(|e| Error::Parse(format!("invalid regular expression {:?}: {e}", m.value)))
+        };
+        if vs.matchers.or_matchers.is_empty() {
+            let mut g = base.clone();
+            for m in &vs.matchers.matchers {
+                g.push(conv(m)?);
+            }
+            groups.push(g);
+        } else {
+            for og in &vs.matchers.or_matchers {
+                let mut g = base.clone();
+                for m in og.iter().chain(vs.matchers.matchers.iter()) {
+                    g.push(conv(m)?);
+                }
+                groups.push(g);
+            }
+        }
+        let mut out: Vec<tsdb::SeriesSamples> = Vec::new();
+        for g in &groups {
+            let got = self.ctx.q.select(g, mint, maxt).map_err(Error::Execution)?;
+            self.ctx
+                .count_loaded(got.iter().map(|s| s.samples.len()).sum())?;
+            out.extend(got);
+        }
+        if groups.len() > 1 {
+            out.sort_by(|a, b| a.labels.cmp(&b.labels));
+            out.dedup_by(|a, b| a.labels == b.labels);
+        }
+        self.ctx.check()?;
+        Ok(out)
+    }
+
+    /// An instant-vector selector over the grid. With `timestamps`, each point's value
+    /// is the selected sample's timestamp in seconds (for `timestamp()`).
+    pub fn vector_selector(
+        &self,
+        vs: &VectorSelector,
+        timestamps: bool,
+    ) -> Result<Vec<Series>, Error> {
+        let refs = self.ref_times(&vs.at, &vs.offset);
+        let lookback = self.ctx.opts.lookback_delta_ms;
+        let (lo, hi) = min_max(&refs);
+        let data = self.select(vs, lo.saturating_sub(lookback).saturating_add(1), hi)?;
+        let grid = self.grid;
+        let work = data.iter().map(|s| s.samples.len()).sum::<usize>() + data.len() * refs.len();
+        let out = par_map(&data, work, |s| {
+            let mut pts = Vec::new();
+            let smp = &s.samples;
+            let mut j = 0;
+            for (i, &r) in refs.iter().enumerate() {
+                while j < smp.len() && smp[j].t <= r {
+                    j += 1;
+                }
+                if j > 0 {
+                    let c = smp[j - 1];
+                    if c.t > r.saturating_sub(lookback) && !is_stale(c.v) {
+                        pts.push(Sample {
+                            t: grid.ts(i),
+                            v: if timestamps { c.t as f64 / 1000.0 } else { c.v },
+                        });
+                    }
+                }
+            }
+            Ok(Series {
+                labels: s.labels.clone(),
+                drop_name: false,
+                pts,
+            })
+        })?;
+        Ok(out.into_iter().filter(|s| !s.pts.is_empty()).collect())
+    }
+
+    /// Prepares a range-vector argument: a range selector or a subquery.
+    pub fn range_input(&self, e: &Expr) -> Result<RangeInput, Error> {
+        match unparen(e) {
+            Expr::MatrixSelector(ms) => {
+                let range = ms.range.as_millis() as i64;
+                let ends = self.ref_times(&ms.vs.at, &ms.vs.offset);
+                let (lo, hi) = min_max(&ends);
+                let data = self.select(&ms.vs, lo.saturating_sub(range).saturating_add(1), hi)?;
+                let series = data
+                    .into_iter()
+                    .map(|mut s| {
+                        s.samples.retain(|p| !is_stale(p.v));
+                        Series {
+                            labels: s.labels,
+                            drop_name: false,
+                            pts: s.samples,
+                        }
+                    })
+                    .filter(|s| !s.pts.is_empty())
+                    .collect();
+                Ok(RangeInput {
+                    series,
+                    range,
+                    ends,
+                })
+            }
+            Expr::Subquery(sq) => {
+                let range = sq.range.as_millis() as i64;
+                let ends = self.ref_times(&sq.at, &sq.offset);
+                let (lo, hi) = min_max(&ends);
+                let step = match sq.step {
+                    Some(d) if d.as_millis() > 0 => d.as_millis() as i64,
+                    _ => DEFAULT_SUBQUERY_STEP_MS,
+                };
+                let s0 = lo.saturating_sub(range);
+                let mut start = step * (s0 / step);
+                if start <= s0 {
+                    start = start.saturating_add(step);
+                }
+                // Every step of the subquery holds at least one value per series.
+                if (hi.saturating_sub(start) / step) as u128 >= self.ctx.opts.max_samples as u128 {
+                    return Err(Error::TooManySamples(
+                        "query processing would load too many samples into memory in subquery evaluation"
+                            .into(),
+                    ));
+                }
+                if start > hi {
+                    return Ok(RangeInput {
+                        series: Vec::new(),
+                        range,
+                        ends,
+                    });
+                }
+                let grid = Grid {
+                    start,
+                    end: hi,
+                    step,
+                };
+                let inner = Ev {
+                    ctx: self.ctx,
+                    grid,
+                };
+                let series = match inner.eval(&sq.expr)? {
+                    Val::Vector(ss) => ss,
+                    Val::Scalar(v) => vec![Series {
+                        labels: Labels::default(),
+                        drop_name: false,
+                        pts: v
+                            .iter()
+                            .enumerate()
+                            .map(|(i, v)| Sample {
+                                t: grid.ts(i),
+                                v: *v,
+                            })
+                            .collect(),
+                    }],
+                    _ => {
+                        return Err(Error::Execution(
+                            "subquery is only allowed on instant vector".into(),
+                        ));
+                    }
+                };
+                Ok(RangeInput {
+                    series,
+                    range,
+                    ends,
+                })
+            }
+            other => Err(Error::Execution(format!(
+                "expected range vector, got {other}"
+            ))),
+        }
+    }
+}
+
+pub fn min_max(v: &[i64]) -> (i64, i64) {
+    let lo = v.iter().copied().min().unwrap_or(0);
+    let hi = v.iter().copied().max().unwrap_or(0);
+    (lo, hi)
+}
+
+/// The raw samples of a range input in its first window (an instant query's matrix).
+fn window_matrix(ri: RangeInput) -> Vec<Series> {
+    let Some(&end) = ri.ends.first() else {
+        return Vec::new();
+    };
+    let start = end.saturating_sub(ri.range);
+    ri.series
+        .into_iter()
+        .filter_map(|mut s| {
+            s.pts.retain(|p| p.t > start && p.t <= end);
+            (!s.pts.is_empty()).then_some(s)
+        })
+        .collect()
+}
+
+/// Walks the windows `(end - range, end]` of one series over the steps, calling `f`
+/// with the step index and the samples in the window.
+pub fn for_each_window(
+    pts: &[Sample],
+    range: i64,
+    ends: &[i64],
+    mut f: impl FnMut(usize, &[Sample]),
+) {
+    let mut lo = 0;
+    let mut hi = 0;
+    for (i, &end) in ends.iter().enumerate() {
+        let start = end.saturating_sub(range);
+        // Windows move forward, but with `@` they may repeat; reset if one moves back.
+        if lo > 0 && pts[lo - 1].t > start {
+            lo = 0;
+            hi = 0;
+        }
+        while lo < pts.len() && pts[lo].t <= start {
+            lo += 1;
+        }
+        if hi < lo {
+            hi = lo;
+        }
+        while hi < pts.len() && pts[hi].t <= end {
+            hi += 1;
+        }
+        if hi > lo {
+            f(i, &pts[lo..hi]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(t: i64, v: f64) -> Sample {
+        Sample { t, v }
+    }
+
+    #[test]
+    fn windows_are_left_open() {
+        let pts = [s(0, 1.0), s(10, 2.0), s(20, 3.0)];
+        let mut got = Vec::new();
+        for_each_window(&pts, 10, &[0, 10, 20, 30], |i, w| got.push((i, w.len())));
+        assert_eq!(got, vec![(0, 1), (1, 1), (2, 1)]);
+        let mut got = Vec::new();
+        for_each_window(&pts, 15, &[20, 20], |i, w| got.push((i, w[0].t)));
+        assert_eq!(got, vec![(0, 10), (1, 10)]);
+    }
+
+    #[test]
+    fn grid_indexes_round_trip() {
+        let g = Grid {
+            start: -100,
+            end: 200,
+            step: 50,
+        };
+        assert_eq!(g.len(), 7);
+        assert_eq!(g.idx(g.ts(5)), 5);
+    }
+}
