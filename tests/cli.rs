@@ -25,7 +25,10 @@ fn bad_retention_is_refused_with_the_reason() {
         "15x",
     ]);
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("unknown unit"), "{err}");
+    assert!(
+        err.contains("--retention") && err.contains("\"15x\""),
+        "{err}"
+    );
     assert!(!data.exists(), "nothing is created on a bad flag");
 }
 

@@ -5,66 +5,15 @@
 
 use tsdb::{MatchOp, Matcher};
 
-/// Parses a Prometheus duration (`[0-9]+(ms|s|m|h|d|w|y)` repeated, units in decreasing
-/// order) into milliseconds. A plain number is taken as seconds.
+/// Parses a non-negative Prometheus duration (`1h30m`, `90d`, `100y`; a plain number is
+/// seconds) into milliseconds, with the query engine's parser so both read durations
+/// alike.
 pub fn parse_duration(s: &str) -> Result<i64, String> {
-    let s = s.trim();
-    if s.is_empty() {
-        return Err("empty duration".into());
+    match promql::parse_duration_ms(s.trim()) {
+        Ok(ms) if ms >= 0 => Ok(ms),
+        Ok(_) => Err(format!("invalid duration {s:?}: must not be negative")),
+        Err(e) => Err(e.to_string()),
     }
-    if let Ok(secs) = s.parse::<f64>() {
-        if !secs.is_finite() || secs < 0.0 || secs * 1000.0 > i64::MAX as f64 {
-            return Err(format!("invalid duration {s:?}"));
-        }
-        return Ok((secs * 1000.0).round() as i64);
-    }
-    const UNITS: [(&str, i64); 7] = [
-        ("y", 365 * 24 * 3_600_000),
-        ("w", 7 * 24 * 3_600_000),
-        ("d", 24 * 3_600_000),
-        ("h", 3_600_000),
-        ("m", 60_000),
-        ("s", 1000),
-        ("ms", 1),
-    ];
-    let b = s.as_bytes();
-    let mut i = 0;
-    let mut total: i64 = 0;
-    let mut last_unit = 0usize;
-    let mut first = true;
-    while i < b.len() {
-        let start = i;
-        while i < b.len() && b[i].is_ascii_digit() {
-            i += 1;
-        }
-        if start == i {
-            return Err(format!(
-                "invalid duration {s:?}: expected a number at byte {i}"
-            ));
-        }
-        let n: i64 = s[start..i]
-            .parse()
-            .map_err(|_| format!("invalid duration {s:?}: number too large"))?;
-        let ustart = i;
-        while i < b.len() && b[i].is_ascii_alphabetic() {
-            i += 1;
-        }
-        let unit = &s[ustart..i];
-        let idx = UNITS
-            .iter()
-            .position(|(u, _)| *u == unit)
-            .ok_or_else(|| format!("invalid duration {s:?}: unknown unit {unit:?}"))?;
-        if !first && idx <= last_unit {
-            return Err(format!("invalid duration {s:?}: units out of order"));
-        }
-        first = false;
-        last_unit = idx;
-        total = n
-            .checked_mul(UNITS[idx].1)
-            .and_then(|x| total.checked_add(x))
-            .ok_or_else(|| format!("invalid duration {s:?}: too large"))?;
-    }
-    Ok(total)
 }
 
 /// Parses a time parameter: Unix seconds (fraction allowed) or RFC 3339. Returns ms.
@@ -191,6 +140,7 @@ mod tests {
         assert!(parse_duration("30m1h").is_err());
         assert!(parse_duration("").is_err());
         assert!(parse_duration("99999999999999999y").is_err());
+        assert!(parse_duration("-5").is_err());
     }
 
     #[test]
