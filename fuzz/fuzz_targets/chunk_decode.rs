@@ -1,18 +1,25 @@
-//! Chunk decoding on arbitrary bytes, and the XOR codec's round trip.
+//! Chunk decoding on arbitrary bytes, and the round trip of both chunk codecs.
 //!
-//! 1. The input as a chunk (raw, and with its first byte as the encoding byte) must decode
-//!    without panicking, yield at most its header's sample count, stop after an error, and
-//!    agree with `decode_all`.
+//! 1. The input as a chunk (raw as XOR and as DoD, and with its first byte as the
+//!    encoding byte) must decode without panicking, yield at most its header's sample
+//!    count, stop after an error, and agree with `decode_all`.
 //! 2. The input as `(i64 timestamp, u64 value bits)` pairs, little-endian, 16 bytes each,
 //!    must encode and decode back bit-exactly, both as given and with the timestamps
-//!    turned into a running sum of small steps (to reach the narrow delta-of-delta buckets).
-//!    The open chunk must also decode to the prefix appended so far, midway through.
+//!    turned into a running sum of small steps (to reach the narrow delta-of-delta
+//!    buckets and the DoD grid), through the XOR appender (whose open chunk must also
+//!    decode to the prefix appended so far, midway through) and through `encode_best`
+//!    and `encode_dod`. A third variant turns the values into decimals (to reach the DoD
+//!    chunk's integer path) and keeps a few raw ones (its exceptions). `encode_best` must
+//!    return the smaller of the two encodings; every strict prefix of a DoD chunk must
+//!    fail to decode.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use tsdb::Sample;
 use tsdb::chunkenc::{
-    Encoding, MAX_SAMPLES_PER_CHUNK, SampleIter, XorAppender, XorIter, decode_all,
+    DodIter, Encoding, MAX_SAMPLES_PER_CHUNK, SampleIter, XorAppender, XorIter, decode_all,
+    encode_best, encode_dod,
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -22,6 +29,7 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     check_decode(Encoding::Xor, data);
+    check_decode(Encoding::Dod, data);
 
     let pairs = pairs(data);
     round_trip(&pairs);
@@ -35,6 +43,19 @@ fuzz_target!(|data: &[u8]| {
         })
         .collect();
     round_trip(&stepped);
+    let decimal: Vec<(i64, u64)> = stepped
+        .iter()
+        .map(|&(t, v)| {
+            // Mostly integers of up to 20 bits over 10^0..10^7; one value in 64 raw.
+            if v % 64 == 0 {
+                return (t, v);
+            }
+            let m = ((v >> 8) & 0xf_ffff) as i64 - 0x8_0000;
+            let e = ((v >> 3) % 8) as i32;
+            (t, (m as f64 / 10f64.powi(e)).to_bits())
+        })
+        .collect();
+    round_trip(&decimal);
 });
 
 fn check_decode(enc: Encoding, chunk: &[u8]) {
@@ -72,7 +93,7 @@ fn pairs(data: &[u8]) -> Vec<(i64, u64)> {
         .collect()
 }
 
-fn decode(bytes: &[u8]) -> Vec<(i64, u64)> {
+fn decode_xor(bytes: &[u8]) -> Vec<(i64, u64)> {
     let it = XorIter::new(bytes).expect("an appender's chunk has a header");
     it.map(|s| {
         let s = s.expect("an appender's chunk decodes");
@@ -81,16 +102,48 @@ fn decode(bytes: &[u8]) -> Vec<(i64, u64)> {
     .collect()
 }
 
+fn decode(enc: Encoding, bytes: &[u8]) -> Vec<(i64, u64)> {
+    decode_all(enc, bytes)
+        .expect("an encoder's chunk decodes")
+        .iter()
+        .map(|s| (s.t, s.v.to_bits()))
+        .collect()
+}
+
 fn round_trip(samples: &[(i64, u64)]) {
     let mut a = XorAppender::new();
     let mid = samples.len() / 2;
     for (i, &(t, v)) in samples.iter().enumerate() {
         a.append(t, f64::from_bits(v));
         if i == mid {
-            assert_eq!(decode(a.bytes()), &samples[..=i], "open chunk prefix");
+            assert_eq!(decode_xor(a.bytes()), &samples[..=i], "open chunk prefix");
         }
     }
     assert_eq!(a.num_samples(), samples.len());
-    assert_eq!(decode(a.bytes()), samples);
-    assert_eq!(decode(&a.into_bytes()), samples);
+    assert_eq!(decode_xor(a.bytes()), samples);
+    let xor = a.into_bytes();
+    assert_eq!(decode_xor(&xor), samples);
+
+    let s: Vec<Sample> = samples
+        .iter()
+        .map(|&(t, v)| Sample {
+            t,
+            v: f64::from_bits(v),
+        })
+        .collect();
+    let dod = encode_dod(&s);
+    assert_eq!(decode(Encoding::Dod, &dod), samples);
+    let (enc, best) = encode_best(&s);
+    assert_eq!(decode(enc, &best), samples);
+    assert_eq!(
+        best.len(),
+        dod.len().min(xor.len()),
+        "encode_best is the smaller"
+    );
+    if samples.len() <= 64 {
+        for len in 0..dod.len() {
+            let cut = DodIter::new(&dod[..len]).and_then(|it| it.collect::<Result<Vec<_>, _>>());
+            assert!(cut.is_err(), "a prefix of {len} bytes decodes");
+        }
+    }
 }

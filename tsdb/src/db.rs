@@ -946,13 +946,12 @@ impl Inner {
                     .position(|x| x.t.div_euclid(range) != w)
                     .map_or(samples.len(), |p| i + p);
                 encoded.clear();
+                // Blocks are immutable: each chunk gets the smallest lossless encoding,
+                // in the same chunk size as compaction writes.
                 for chunk in samples[i..end].chunks(crate::compact::MERGED_CHUNK_SAMPLES) {
-                    let mut a = crate::chunkenc::XorAppender::new();
-                    for x in chunk {
-                        a.append(x.t, x.v);
-                    }
+                    let (enc, bytes) = crate::chunkenc::encode_best(chunk);
                     let (lo, hi) = (chunk[0].t, chunk[chunk.len() - 1].t);
-                    encoded.push((lo, hi, a.into_bytes(), chunk.len() as u16, Encoding::Xor));
+                    encoded.push((lo, hi, bytes, chunk.len() as u16, enc));
                 }
                 let writer = match writers.entry(w) {
                     std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),

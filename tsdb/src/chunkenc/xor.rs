@@ -6,7 +6,8 @@
 //! code. All timestamp arithmetic wraps and the widest bucket holds any 64-bit
 //! delta of deltas, so every `i64` sequence and every `f64` bit pattern round-trips.
 
-use super::bstream::{BitReader, BitWriter};
+use super::bstream::{BitReader, BitWriter, ReadBits};
+use super::varint::{unzigzag, zigzag};
 use super::{ChunkError, MAX_SAMPLES_PER_CHUNK};
 use crate::Sample;
 
@@ -47,14 +48,10 @@ pub struct XorAppender {
     first_t: i64,
     /// Timestamp of the last sample.
     t: i64,
-    /// Bits of the last value.
-    v: u64,
     /// Last timestamp delta, as a wrapping `u64`.
     t_delta: u64,
-    /// Current XOR window: leading zeros (`NO_WINDOW` before the first one) and trailing
-    /// zeros.
-    leading: u32,
-    trailing: u32,
+    /// The last value and the current XOR window.
+    vals: XorValues,
 }
 
 impl Default for XorAppender {
@@ -71,10 +68,8 @@ impl XorAppender {
             count: 0,
             first_t: 0,
             t: 0,
-            v: 0,
             t_delta: 0,
-            leading: NO_WINDOW,
-            trailing: 0,
+            vals: XorValues::writer(0),
         }
     }
 
@@ -95,24 +90,24 @@ impl XorAppender {
             0 => {
                 self.write_varint(zigzag(t));
                 self.w.write_bits(v, 64);
+                self.vals.v = v;
                 self.first_t = t;
             }
             1 => {
                 let delta = (t as u64).wrapping_sub(self.t as u64);
                 self.write_varint(delta);
-                self.write_value(v);
+                self.vals.write(&mut self.w, v);
                 self.t_delta = delta;
             }
             _ => {
                 let delta = (t as u64).wrapping_sub(self.t as u64);
                 self.write_dod(delta.wrapping_sub(self.t_delta) as i64);
-                self.write_value(v);
+                self.vals.write(&mut self.w, v);
                 self.t_delta = delta;
             }
         }
         self.w.commit();
         self.t = t;
-        self.v = v;
         self.count += 1;
         // `count <= MAX_SAMPLES_PER_CHUNK == u16::MAX`, so the cast is exact.
         if let Some(header) = self.w.prefix_mut().first_chunk_mut::<HEADER_LEN>() {
@@ -137,7 +132,7 @@ impl XorAppender {
 
     /// The last sample appended, if any.
     pub fn last(&self) -> Option<(i64, f64)> {
-        (self.count > 0).then(|| (self.t, f64::from_bits(self.v)))
+        (self.count > 0).then(|| (self.t, f64::from_bits(self.vals.v)))
     }
 
     /// Heap bytes held (the buffer's capacity), for memory accounting.
@@ -176,44 +171,6 @@ impl XorAppender {
         self.w.write_bits(DOD_ESCAPE.0, DOD_ESCAPE.1);
         self.w.write_bits(dod as u64, 64);
     }
-
-    #[inline(always)]
-    fn write_value(&mut self, v: u64) {
-        let delta = v ^ self.v;
-        if delta == 0 {
-            self.w.write_bit(false);
-            return;
-        }
-        let leading = delta.leading_zeros().min(31);
-        let trailing = delta.trailing_zeros();
-        if self.leading != NO_WINDOW && leading >= self.leading && trailing >= self.trailing {
-            // `10`: the value fits the current window.
-            let sig = 64 - self.leading - self.trailing;
-            let payload = delta >> self.trailing;
-            if sig + 2 <= 64 {
-                self.w.write_bits((0b10 << sig) | payload, sig + 2);
-            } else {
-                self.w.write_bits(0b10, 2);
-                self.w.write_bits(payload, sig);
-            }
-            return;
-        }
-        // `11`: a new window. `leading + trailing <= 63` because `delta != 0`.
-        self.leading = leading;
-        self.trailing = trailing;
-        let sig = 64 - leading - trailing;
-        let head = (0b11 << (LEADING_BITS + SIGBITS_BITS))
-            | (u64::from(leading) << SIGBITS_BITS)
-            | (u64::from(sig) & low_mask(SIGBITS_BITS));
-        let head_len = 2 + LEADING_BITS + SIGBITS_BITS;
-        let payload = delta >> trailing;
-        if head_len + sig <= 64 {
-            self.w.write_bits((head << sig) | payload, head_len + sig);
-        } else {
-            self.w.write_bits(head, head_len);
-            self.w.write_bits(payload, sig);
-        }
-    }
 }
 
 /// Reads the samples of an XOR chunk, borrowing its bytes (which may be a memory map).
@@ -229,10 +186,8 @@ pub struct XorIter<'a> {
     /// Samples yielded so far; set to `total` after an error.
     read: usize,
     t: i64,
-    v: u64,
     t_delta: u64,
-    leading: u32,
-    trailing: u32,
+    vals: XorValues,
 }
 
 impl<'a> XorIter<'a> {
@@ -246,10 +201,8 @@ impl<'a> XorIter<'a> {
             total: usize::from(u16::from_le_bytes(*header)),
             read: 0,
             t: 0,
-            v: 0,
             t_delta: 0,
-            leading: 0,
-            trailing: 0,
+            vals: XorValues::reader(0),
         })
     }
 
@@ -268,7 +221,7 @@ impl<'a> XorIter<'a> {
     #[inline(never)]
     fn read_first(&mut self) -> Result<(), ChunkError> {
         self.t = unzigzag(self.read_varint()?);
-        self.v = self.r.read_bits(64);
+        self.vals.v = self.r.read_bits(64);
         Ok(())
     }
 
@@ -276,7 +229,7 @@ impl<'a> XorIter<'a> {
     fn read_second(&mut self) -> Result<(), ChunkError> {
         self.t_delta = self.read_varint()?;
         self.t = self.t.wrapping_add(self.t_delta as i64);
-        self.read_value()
+        self.vals.read(&mut self.r).map(drop)
     }
 
     #[inline(always)]
@@ -298,7 +251,7 @@ impl<'a> XorIter<'a> {
         };
         self.t_delta = self.t_delta.wrapping_add(dod);
         self.t = self.t.wrapping_add(self.t_delta as i64);
-        self.read_value()
+        self.vals.read(&mut self.r).map(drop)
     }
 
     /// Decodes bucket `i` of [`DOD_BUCKETS`] from `w`, the peeked bits starting at its
@@ -315,34 +268,6 @@ impl<'a> XorIter<'a> {
         } else {
             bits
         }
-    }
-
-    #[inline(always)]
-    fn read_value(&mut self) -> Result<(), ChunkError> {
-        let w = self.r.peek();
-        if w >> 63 == 0 {
-            self.r.skip(1);
-            return Ok(());
-        }
-        if (w >> 62) & 1 != 0 {
-            // `11`: a new window.
-            let leading = ((w >> (62 - LEADING_BITS)) & low_mask(LEADING_BITS)) as u32;
-            let sig = ((w >> (62 - LEADING_BITS - SIGBITS_BITS)) & low_mask(SIGBITS_BITS)) as u32;
-            let sig = if sig == 0 { 64 } else { sig };
-            self.r.skip(2 + LEADING_BITS + SIGBITS_BITS);
-            if leading + sig > 64 {
-                return Err(ChunkError::Corrupt("xor window wider than 64 bits"));
-            }
-            self.leading = leading;
-            self.trailing = 64 - leading - sig;
-        } else {
-            self.r.skip(2);
-        }
-        // `leading + trailing <= 63` holds for every window accepted above (and for the
-        // initial empty one), so `sig` is in `1..=64` and `trailing` below 64.
-        let sig = 64 - self.leading - self.trailing;
-        self.v ^= self.r.read_bits(sig) << self.trailing;
-        Ok(())
     }
 
     /// Reads a base-128 varint of at most 10 bytes.
@@ -390,7 +315,7 @@ impl Iterator for XorIter<'_> {
                 self.read += 1;
                 Some(Ok(Sample {
                     t: self.t,
-                    v: f64::from_bits(self.v),
+                    v: f64::from_bits(self.vals.v),
                 }))
             }
             Err(e) => {
@@ -414,6 +339,108 @@ impl Iterator for XorIter<'_> {
 
 impl std::iter::FusedIterator for XorIter<'_> {}
 
+/// The `<xor>` value field's state (see `chunks-xor.md`): the previous value and the
+/// current window. Shared by the XOR chunk and the DoD chunk's XOR values.
+#[derive(Debug, Clone)]
+pub(super) struct XorValues {
+    /// Bits of the previous value.
+    pub(super) v: u64,
+    /// Current window: leading zeros (`NO_WINDOW` in a writer before its first window)
+    /// and trailing zeros.
+    leading: u32,
+    trailing: u32,
+}
+
+impl XorValues {
+    /// A writer's state after value `v`: no window yet.
+    pub(super) const fn writer(v: u64) -> Self {
+        XorValues {
+            v,
+            leading: NO_WINDOW,
+            trailing: 0,
+        }
+    }
+
+    /// A reader's state after value `v`. Its window is the full 64 bits, which a writer
+    /// never reuses before setting one, so readers need no "unset" case.
+    pub(super) const fn reader(v: u64) -> Self {
+        XorValues {
+            v,
+            leading: 0,
+            trailing: 0,
+        }
+    }
+
+    /// Writes value bits `v` as the XOR with the previous value.
+    #[inline(always)]
+    pub(super) fn write(&mut self, w: &mut BitWriter, v: u64) {
+        let delta = v ^ self.v;
+        self.v = v;
+        if delta == 0 {
+            w.write_bit(false);
+            return;
+        }
+        let leading = delta.leading_zeros().min(31);
+        let trailing = delta.trailing_zeros();
+        if self.leading != NO_WINDOW && leading >= self.leading && trailing >= self.trailing {
+            // `10`: the value fits the current window.
+            let sig = 64 - self.leading - self.trailing;
+            let payload = delta >> self.trailing;
+            if sig + 2 <= 64 {
+                w.write_bits((0b10 << sig) | payload, sig + 2);
+            } else {
+                w.write_bits(0b10, 2);
+                w.write_bits(payload, sig);
+            }
+            return;
+        }
+        // `11`: a new window. `leading + trailing <= 63` because `delta != 0`.
+        self.leading = leading;
+        self.trailing = trailing;
+        let sig = 64 - leading - trailing;
+        let head = (0b11 << (LEADING_BITS + SIGBITS_BITS))
+            | (u64::from(leading) << SIGBITS_BITS)
+            | (u64::from(sig) & low_mask(SIGBITS_BITS));
+        let head_len = 2 + LEADING_BITS + SIGBITS_BITS;
+        let payload = delta >> trailing;
+        if head_len + sig <= 64 {
+            w.write_bits((head << sig) | payload, head_len + sig);
+        } else {
+            w.write_bits(head, head_len);
+            w.write_bits(payload, sig);
+        }
+    }
+
+    /// Reads the next value's bits.
+    #[inline(always)]
+    pub(super) fn read(&mut self, r: &mut impl ReadBits) -> Result<u64, ChunkError> {
+        let w = r.peek();
+        if w >> 63 == 0 {
+            r.skip(1);
+            return Ok(self.v);
+        }
+        if (w >> 62) & 1 != 0 {
+            // `11`: a new window.
+            let leading = ((w >> (62 - LEADING_BITS)) & low_mask(LEADING_BITS)) as u32;
+            let sig = ((w >> (62 - LEADING_BITS - SIGBITS_BITS)) & low_mask(SIGBITS_BITS)) as u32;
+            let sig = if sig == 0 { 64 } else { sig };
+            r.skip(2 + LEADING_BITS + SIGBITS_BITS);
+            if leading + sig > 64 {
+                return Err(ChunkError::Corrupt("xor window wider than 64 bits"));
+            }
+            self.leading = leading;
+            self.trailing = 64 - leading - sig;
+        } else {
+            r.skip(2);
+        }
+        // `leading + trailing <= 63` holds for every window accepted above (and for the
+        // initial full one), so `sig` is in `1..=64` and `trailing` below 64.
+        let sig = 64 - self.leading - self.trailing;
+        self.v ^= r.read_bits(sig) << self.trailing;
+        Ok(self.v)
+    }
+}
+
 /// True when `dod` fits a delta-of-delta payload of `width` bits.
 #[inline(always)]
 fn fits_dod(dod: i64, width: u32) -> bool {
@@ -424,17 +451,6 @@ fn fits_dod(dod: i64, width: u32) -> bool {
 #[inline(always)]
 fn low_mask(width: u32) -> u64 {
     u64::MAX >> (64 - width)
-}
-
-/// Maps signed to unsigned so that small magnitudes stay small (as Go's `PutVarint`).
-#[inline]
-fn zigzag(x: i64) -> u64 {
-    ((x << 1) ^ (x >> 63)) as u64
-}
-
-#[inline]
-fn unzigzag(u: u64) -> i64 {
-    ((u >> 1) as i64) ^ -((u & 1) as i64)
 }
 
 #[cfg(test)]
