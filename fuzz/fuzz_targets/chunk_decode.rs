@@ -23,10 +23,10 @@ use tsdb::chunkenc::{
 };
 
 fuzz_target!(|data: &[u8]| {
-    if let Some((&enc, chunk)) = data.split_first() {
-        if let Ok(enc) = Encoding::try_from(enc) {
-            check_decode(enc, chunk);
-        }
+    if let Some((&enc, chunk)) = data.split_first()
+        && let Ok(enc) = Encoding::try_from(enc)
+    {
+        check_decode(enc, chunk);
     }
     check_decode(Encoding::Xor, data);
     check_decode(Encoding::Dod, data);

@@ -494,6 +494,8 @@ pub struct DodIter<'a> {
     keep_d: i64,
     xor: XorValues,
     exceptions: Exceptions<'a>,
+    /// `min(total, exceptions.next)`: where the common case ends.
+    stop: usize,
 }
 
 impl<'a> DodIter<'a> {
@@ -521,6 +523,7 @@ impl<'a> DodIter<'a> {
             keep_d: 0,
             xor: XorValues::reader(0),
             exceptions: Exceptions::new(&[]),
+            stop: total,
         };
         if total == 0 {
             return Ok(it);
@@ -566,6 +569,7 @@ impl<'a> DodIter<'a> {
                     prev = Some(i);
                 }
                 it.exceptions = Exceptions::new(records);
+                it.stop = total.min(it.exceptions.next);
             }
             _ => return Err(ChunkError::Corrupt("unknown value kind")),
         }
@@ -579,6 +583,30 @@ impl<'a> DodIter<'a> {
     /// Number of samples the chunk holds, per its header.
     pub fn num_samples(&self) -> usize {
         self.total
+    }
+
+    /// Decodes the next timestamp.
+    #[inline(always)]
+    fn next_t(&mut self) -> i64 {
+        let e = self.t_code.read(&mut self.ts);
+        let pred = self.grid.wrapping_add(self.stride);
+        let t = pred.wrapping_add(e);
+        self.grid = if e.unsigned_abs() <= self.tolerance {
+            pred
+        } else {
+            t
+        };
+        t
+    }
+
+    /// The sample, unless a stream ran out while decoding it.
+    #[inline(always)]
+    fn finish(&mut self, t: i64, v: f64) -> Result<Sample, ChunkError> {
+        if self.ts.overrun() || self.vs.overrun() {
+            return Err(self.fail(ChunkError::Truncated));
+        }
+        self.read += 1;
+        Ok(Sample { t, v })
     }
 
     /// The current decimal value. Dividing by 1 changes nothing, so integers skip the
@@ -648,20 +676,18 @@ impl Iterator for DodIter<'_> {
 
     #[inline]
     fn next(&mut self) -> Option<Self::Item> {
-        if self.read >= self.total {
-            return None;
+        // One comparison for both the end and the next exception.
+        if self.read >= self.stop {
+            if self.read >= self.total {
+                return None;
+            }
+            let t = self.next_t();
+            let v = f64::from_bits(self.exceptions.take());
+            self.stop = self.total.min(self.exceptions.next);
+            return Some(self.finish(t, v));
         }
-        let e = self.t_code.read(&mut self.ts);
-        let pred = self.grid.wrapping_add(self.stride);
-        let t = pred.wrapping_add(e);
-        self.grid = if e.unsigned_abs() <= self.tolerance {
-            pred
-        } else {
-            t
-        };
-        let v = if self.read == self.exceptions.next {
-            f64::from_bits(self.exceptions.take())
-        } else {
+        let t = self.next_t();
+        let v = {
             match self.kind {
                 ValueKind::Xor => match self.xor.read(&mut self.vs) {
                     Ok(bits) => f64::from_bits(bits),
@@ -676,11 +702,7 @@ impl Iterator for DodIter<'_> {
                 }
             }
         };
-        if self.ts.overrun() || self.vs.overrun() {
-            return Some(Err(self.fail(ChunkError::Truncated)));
-        }
-        self.read += 1;
-        Some(Ok(Sample { t, v }))
+        Some(self.finish(t, v))
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {

@@ -242,13 +242,13 @@ impl IntDecoder {
         let top = if self.single { 0 } else { (w >> 62) as u32 };
         let shift = 8 * top;
         let len = (self.lens >> shift) & 0xff;
-        let prefix_len = (self.prefix_lens >> shift) & 0xff;
         let width = (self.widths >> shift) & 0xff;
         let bits = if !self.long || len <= MAX_SINGLE_READ {
             r.skip(len);
-            // Two shifts, so that a width of zero yields zero.
-            ((w << prefix_len) >> 1) >> (63 - width)
+            // `len >= 1` here: a code of length 0 is a single bucket of width 0.
+            (w >> (64 - len)) & !(u64::MAX << width)
         } else {
+            let prefix_len = (self.prefix_lens >> shift) & 0xff;
             // `len > 57` and `prefix_len <= 2`, so `width >= 1`.
             r.skip(prefix_len);
             r.read_bits(width)
