@@ -89,6 +89,11 @@ pub struct Ctx<'a> {
 impl Ctx<'_> {
     /// Fails once the query's time is up.
     pub fn check(&self) -> Result<(), Error> {
+        if let Some(c) = &self.opts.cancel
+            && c.load(Ordering::Relaxed)
+        {
+            return Err(Error::Canceled);
+        }
         if Instant::now() > self.deadline {
             return Err(Error::Timeout("expression evaluation".into()));
         }

@@ -62,6 +62,9 @@ pub struct EngineOptions {
     pub max_samples: usize,
     /// Steps a range query may have.
     pub max_points_per_series: usize,
+    /// When set and raised, the query stops at its next check with [`Error::Canceled`]
+    /// (the HTTP layer raises it when the client goes away).
+    pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Default for EngineOptions {
@@ -71,6 +74,7 @@ impl Default for EngineOptions {
             timeout: Duration::from_secs(120),
             max_samples: 50_000_000,
             max_points_per_series: 11_000,
+            cancel: None,
         }
     }
 }
@@ -327,6 +331,20 @@ mod tests {
         assert_eq!(v[1], ("m{instance=\"c\"}".to_string(), 2.0));
         let v = vector(e.instant(&db, "m * 2", 0).unwrap());
         assert!(v.iter().all(|(l, _)| l.starts_with('{')));
+    }
+
+    #[test]
+    fn a_raised_cancel_flag_stops_the_query() {
+        let db = Mem(vec![series("m", "a", &[(0, 1.0)])]);
+        let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let e = Engine::new(EngineOptions {
+            cancel: Some(flag),
+            ..EngineOptions::default()
+        });
+        assert!(matches!(
+            e.range(&db, "m", 0, 60_000, 1_000),
+            Err(Error::Canceled)
+        ));
     }
 
     #[test]
