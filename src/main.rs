@@ -90,6 +90,10 @@ struct ServerArgs {
     /// Most samples one query may load into memory [default: 50000000].
     #[arg(long = "query.max-samples")]
     query_max_samples: Option<usize>,
+    /// Most queries evaluated at once; more wait for a slot, each at most its timeout
+    /// [default: 20].
+    #[arg(long = "query.max-concurrency")]
+    query_max_concurrency: Option<usize>,
 }
 
 /// The config file; every key is optional and named like its flag.
@@ -105,6 +109,7 @@ struct FileConfig {
     query_timeout: Option<String>,
     query_lookback_delta: Option<String>,
     query_max_samples: Option<usize>,
+    query_max_concurrency: Option<usize>,
 }
 
 fn parse_size(s: &str) -> Result<u64> {
@@ -236,8 +241,17 @@ fn server(args: ServerArgs) -> Result<()> {
         format_duration(engine.lookback_delta_ms),
     ));
     flags.push(("query.max-samples".into(), engine.max_samples.to_string()));
+    let max_concurrency = args
+        .query_max_concurrency
+        .or(file.query_max_concurrency)
+        .unwrap_or(web::slots::DEFAULT_MAX_CONCURRENCY);
+    if max_concurrency == 0 {
+        bail!("--query.max-concurrency: must be positive");
+    }
+    flags.push(("query.max-concurrency".into(), max_concurrency.to_string()));
     let settings = web::Settings {
         engine,
+        query_max_concurrency: max_concurrency,
         flags,
         storage_retention: retention,
         ..Default::default()

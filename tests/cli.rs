@@ -41,3 +41,18 @@ fn config_file_errors_name_the_line() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("line 2") && err.contains("retension"), "{err}");
 }
+
+#[test]
+fn zero_query_slots_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("d");
+    let (code, err) = minos(&[
+        "server",
+        "--data",
+        data.to_str().unwrap_or(""),
+        "--query.max-concurrency",
+        "0",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--query.max-concurrency"), "{err}");
+}

@@ -303,6 +303,10 @@ fn exemplars_rules_and_other_probes() {
     let v = success(st, &body);
     let d = &v["data"];
     assert_eq!(d["headStats"]["numSeries"], 3, "{body}");
+    // 120 samples a series make one full chunk each; the head spans first to last.
+    assert_eq!(d["headStats"]["chunkCount"], 3, "{body}");
+    assert_eq!(d["headStats"]["minTime"], last - 119 * STEP_MS, "{body}");
+    assert_eq!(d["headStats"]["maxTime"], last, "{body}");
     assert_eq!(
         d["seriesCountByMetricName"],
         json!([{"name": "up", "value": 2}])
@@ -312,4 +316,14 @@ fn exemplars_rules_and_other_probes() {
         json!([{"name": "__name__=up", "value": 2}])
     );
     assert_eq!(s.get("/api/v1/status/tsdb?limit=0").0, 400);
+    // Once everything is in blocks the head is empty, reported as Prometheus does;
+    // the cardinality still covers the blocks.
+    assert_eq!(s.post("/internal/force_flush").0, 200);
+    let (st, body) = s.get("/api/v1/status/tsdb");
+    let v = success(st, &body);
+    let h = &v["data"]["headStats"];
+    assert_eq!(h["chunkCount"], 0, "{body}");
+    assert_eq!(h["minTime"], i64::MAX, "{body}");
+    assert_eq!(h["maxTime"], i64::MIN, "{body}");
+    assert_eq!(h["numSeries"], 3, "{body}");
 }

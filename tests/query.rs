@@ -1,10 +1,55 @@
 //! PromQL over HTTP when things go wrong: bad queries and parameters get Prometheus'
 //! error JSON, type and status with a useful message, never a 500 or a hang; query
-//! limits apply; and `minos query` prints tables, JSON, and errors with exit code 2.
+//! limits apply; a query whose client hangs up stops; and `minos query` prints tables,
+//! JSON, and errors with exit code 2.
+
+use std::io::Write as _;
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
 
 use collector::remote_write::proto;
 
 use crate::util::{Server, json, minos, now_ms, post_form, series, urlencode};
+
+/// A range query that needs no data and runs for minutes in a debug build:
+/// `count_values` turns a 30-day subquery at 1 s into 1,000 series, and
+/// `quantile_over_time` walks each series' 30-day window at each of 3,000 steps,
+/// checking the query's deadline and cancel flag before each series. Should the engine
+/// ever answer it within seconds, the tests using it fail (it ends before its client
+/// leaves): make it heavier.
+const SLOW_QUERY: &str =
+    r#"quantile_over_time(0.5, (count_values("k", vector(time() % 1000)))[30d:1s])"#;
+
+const RUNNING: &str = r#"minos_queries{state="running"}"#;
+const WAITING: &str = r#"minos_queries{state="waiting"}"#;
+
+/// Sends [`SLOW_QUERY`] as a form POST on a connection of its own and returns the
+/// connection unread: the caller decides when the client goes away (by dropping it).
+fn start_slow_query(s: &Server) -> TcpStream {
+    let body = format!(
+        "query={}&start=1700000000&end=1700600000&step=200",
+        urlencode(SLOW_QUERY)
+    );
+    let mut conn = TcpStream::connect(&s.addr).expect("connect");
+    let req = format!(
+        "POST /api/v1/query_range HTTP/1.1\r\nHost: {}\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        s.addr,
+        body.len()
+    );
+    conn.write_all(req.as_bytes()).expect("send query");
+    conn
+}
+
+/// Polls `cond` until it holds; fails naming `what` after `timeout`.
+fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
 
 fn server_with(extra: &[&str]) -> (tempfile::TempDir, Server, i64) {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -192,6 +237,83 @@ fn query_limits_map_to_execution_errors() {
     error(st, &body, 503, "timeout");
     let (_, body) = s.get("/api/v1/status/flags");
     assert_eq!(json(&body)["data"]["query.timeout"], "1ms", "{body}");
+}
+
+#[test]
+fn a_query_stops_when_its_client_disconnects() {
+    let (_d, s, _) = server_with(&[]);
+    assert_eq!(s.metric("minos_queries_canceled_total"), Some(0.0));
+    let conn = start_slow_query(&s);
+    wait_for("the query to start", Duration::from_secs(30), || {
+        s.metric(RUNNING) == Some(1.0)
+    });
+    drop(conn);
+    wait_for("the query to be canceled", Duration::from_secs(60), || {
+        s.metric("minos_queries_canceled_total") == Some(1.0)
+    });
+    assert_eq!(s.metric(RUNNING), Some(0.0));
+    // The server answers queries as before.
+    let (st, body) = instant(&s, "1+1");
+    assert_eq!(st, 200, "{body}");
+}
+
+#[test]
+fn queries_wait_for_a_free_slot_then_time_out() {
+    let (_d, s, last) = server_with(&["--query.max-concurrency", "1"]);
+    let (_, body) = s.get("/api/v1/status/flags");
+    assert_eq!(json(&body)["data"]["query.max-concurrency"], "1", "{body}");
+    assert_eq!(s.metric("minos_queries_concurrent_max"), Some(1.0));
+    let slow = start_slow_query(&s);
+    wait_for("the slow query to start", Duration::from_secs(30), || {
+        s.metric(RUNNING) == Some(1.0)
+    });
+    let t = (last / 1000).to_string();
+    let waiter = std::thread::scope(|scope| {
+        let waiter = scope.spawn(|| {
+            post_form(
+                &s,
+                "/api/v1/query",
+                &[("query", "up"), ("time", &t), ("timeout", "5s")],
+            )
+        });
+        wait_for(
+            "a query waiting for a slot",
+            Duration::from_secs(30),
+            || s.metric(WAITING) == Some(1.0),
+        );
+        waiter.join().expect("waiting query")
+    });
+    let msg = error(waiter.0, &waiter.1, 503, "timeout");
+    assert!(
+        msg.starts_with("query timed out in query queue") && msg.contains("free query slot"),
+        "{msg}"
+    );
+    let (st, body) = post_form(
+        &s,
+        "/api/v1/query_range",
+        &[
+            ("query", "up"),
+            ("start", "1700000000"),
+            ("end", "1700000600"),
+            ("step", "60"),
+            ("timeout", "100ms"),
+        ],
+    );
+    error(st, &body, 503, "timeout");
+    assert_eq!(s.metric("minos_queries_queue_timeouts_total"), Some(2.0));
+    assert_eq!(s.metric(WAITING), Some(0.0));
+    // Once the slow query's client leaves, its slot frees up for the next query.
+    drop(slow);
+    let (st, body) = post_form(
+        &s,
+        "/api/v1/query",
+        &[("query", "up"), ("time", &t), ("timeout", "1m")],
+    );
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(
+        json(&body)["data"]["result"].as_array().map(Vec::len),
+        Some(2)
+    );
 }
 
 #[test]

@@ -99,6 +99,9 @@ struct Acc {
     incremental: bool,
 }
 
+/// Most accumulator cells (groups × steps) the series-major pass allocates.
+const MAX_CELLS: usize = 1 << 22;
+
 fn aggregate(
     ev: &Ev<'_>,
     op: TokenId,
@@ -108,7 +111,6 @@ fn aggregate(
     group_labels: Vec<Labels>,
 ) -> Result<Val, Error> {
     let n = ev.n();
-    let grid = ev.grid;
     let ng = group_labels.len();
     let mut out: Vec<Series> = group_labels
         .into_iter()
@@ -120,6 +122,144 @@ fn aggregate(
             pts: Vec::new(),
         })
         .collect();
+    if op != T_QUANTILE && ng.saturating_mul(n) <= MAX_CELLS {
+        by_series(ev, op, input, series_group, &mut out)?;
+    } else {
+        by_step(ev, op, q, input, series_group, &mut out)?;
+    }
+    out.retain(|s| !s.pts.is_empty());
+    Ok(Val::Vector(out))
+}
+
+/// Adds `f` to accumulator `g` (every operator but `quantile`). Per group and step,
+/// values are added in input order, as Prometheus does.
+#[inline]
+fn acc_add(op: TokenId, g: &mut Acc, f: f64) {
+    if !g.seen {
+        *g = Acc {
+            seen: true,
+            v: f,
+            mean: f,
+            c: 0.0,
+            count: 1.0,
+            incremental: false,
+        };
+        match op {
+            T_STDVAR | T_STDDEV => {
+                g.v = if f.is_finite() { 0.0 } else { f64::NAN };
+            }
+            T_GROUP => g.v = 1.0,
+            _ => {}
+        }
+        return;
+    }
+    match op {
+        T_SUM => (g.v, g.c) = kahan_inc(f, g.v, g.c),
+        T_AVG => {
+            g.count += 1.0;
+            if !g.incremental {
+                let (nv, nc) = kahan_inc(f, g.v, g.c);
+                if !nv.is_infinite() {
+                    g.v = nv;
+                    g.c = nc;
+                    return;
+                }
+                g.incremental = true;
+                g.mean = g.v / (g.count - 1.0);
+                g.c /= g.count - 1.0;
+            }
+            if g.mean.is_infinite() {
+                if f.is_infinite() && (g.mean > 0.0) == (f > 0.0) {
+                    return;
+                }
+                if !f.is_infinite() && !f.is_nan() {
+                    return;
+                }
+            }
+            let cur = g.mean + g.c;
+            (g.mean, g.c) = kahan_inc(f / g.count - cur / g.count, g.mean, g.c);
+        }
+        T_MAX if g.v < f || g.v.is_nan() => g.v = f,
+        T_MIN if g.v > f || g.v.is_nan() => g.v = f,
+        T_COUNT => g.count += 1.0,
+        T_STDVAR | T_STDDEV => {
+            g.count += 1.0;
+            let delta = f - g.mean;
+            g.mean += delta / g.count;
+            g.v += delta * (f - g.mean);
+        }
+        _ => {}
+    }
+}
+
+/// The result of a seen accumulator (every operator but `quantile`).
+#[inline]
+fn acc_value(op: TokenId, g: &Acc) -> f64 {
+    match op {
+        T_AVG => {
+            if g.incremental {
+                g.mean + g.c
+            } else {
+                (g.v + g.c) / g.count
+            }
+        }
+        T_COUNT => g.count,
+        T_STDVAR => g.v / g.count,
+        T_STDDEV => (g.v / g.count).sqrt(),
+        T_SUM => g.v + g.c,
+        _ => g.v,
+    }
+}
+
+/// Series by series, into one accumulator per group and step: each series' points are
+/// read in order, and the accumulators of a group stay in cache.
+fn by_series(
+    ev: &Ev<'_>,
+    op: TokenId,
+    input: &[Series],
+    series_group: &[usize],
+    out: &mut [Series],
+) -> Result<(), Error> {
+    let n = ev.n();
+    let grid = ev.grid;
+    let mut accs = vec![Acc::default(); out.len() * n];
+    for (si, s) in input.iter().enumerate() {
+        if si % 1024 == 0 {
+            ev.ctx.check()?;
+        }
+        let cells = &mut accs[series_group[si] * n..][..n];
+        for p in &s.pts {
+            if let Some(g) = cells.get_mut(grid.idx(p.t)) {
+                acc_add(op, g, p.v);
+            }
+        }
+    }
+    for (gi, o) in out.iter_mut().enumerate() {
+        for (i, g) in accs[gi * n..][..n].iter().enumerate() {
+            if g.seen {
+                o.pts.push(Sample {
+                    t: grid.ts(i),
+                    v: acc_value(op, g),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Step by step with a cursor per series (`quantile`, and groups × steps too many for
+/// [`by_series`]).
+fn by_step(
+    ev: &Ev<'_>,
+    op: TokenId,
+    q: &[f64],
+    input: &[Series],
+    series_group: &[usize],
+    out: &mut [Series],
+) -> Result<(), Error> {
+    let n = ev.n();
+    let grid = ev.grid;
+    let ng = out.len();
     let mut accs = vec![Acc::default(); ng];
     let mut heaps: Vec<Vec<f64>> = if op == T_QUANTILE {
         vec![Vec::new(); ng]
@@ -140,94 +280,31 @@ fn aggregate(
                 continue;
             }
             cursors[si] = c + 1;
-            let f = p.v;
             let gi = series_group[si];
-            let g = &mut accs[gi];
-            if !g.seen {
-                *g = Acc {
-                    seen: true,
-                    v: f,
-                    mean: f,
-                    c: 0.0,
-                    count: 1.0,
-                    incremental: false,
-                };
-                match op {
-                    T_STDVAR | T_STDDEV => {
-                        g.v = if f.is_finite() { 0.0 } else { f64::NAN };
-                    }
-                    T_GROUP => g.v = 1.0,
-                    T_QUANTILE => {
-                        heaps[gi].clear();
-                        heaps[gi].push(f);
-                    }
-                    _ => {}
+            if op == T_QUANTILE {
+                let g = &mut accs[gi];
+                if !g.seen {
+                    g.seen = true;
+                    heaps[gi].clear();
                 }
-                continue;
-            }
-            match op {
-                T_SUM => (g.v, g.c) = kahan_inc(f, g.v, g.c),
-                T_AVG => {
-                    g.count += 1.0;
-                    if !g.incremental {
-                        let (nv, nc) = kahan_inc(f, g.v, g.c);
-                        if !nv.is_infinite() {
-                            g.v = nv;
-                            g.c = nc;
-                            continue;
-                        }
-                        g.incremental = true;
-                        g.mean = g.v / (g.count - 1.0);
-                        g.c /= g.count - 1.0;
-                    }
-                    if g.mean.is_infinite() {
-                        if f.is_infinite() && (g.mean > 0.0) == (f > 0.0) {
-                            continue;
-                        }
-                        if !f.is_infinite() && !f.is_nan() {
-                            continue;
-                        }
-                    }
-                    let cur = g.mean + g.c;
-                    (g.mean, g.c) = kahan_inc(f / g.count - cur / g.count, g.mean, g.c);
-                }
-                T_MAX if g.v < f || g.v.is_nan() => g.v = f,
-                T_MIN if g.v > f || g.v.is_nan() => g.v = f,
-                T_COUNT => g.count += 1.0,
-                T_STDVAR | T_STDDEV => {
-                    g.count += 1.0;
-                    let delta = f - g.mean;
-                    g.mean += delta / g.count;
-                    g.v += delta * (f - g.mean);
-                }
-                T_QUANTILE => heaps[gi].push(f),
-                _ => {}
+                heaps[gi].push(p.v);
+            } else {
+                acc_add(op, &mut accs[gi], p.v);
             }
         }
         for (gi, g) in accs.iter().enumerate() {
             if !g.seen {
                 continue;
             }
-            let v = match op {
-                T_AVG => {
-                    if g.incremental {
-                        g.mean + g.c
-                    } else {
-                        (g.v + g.c) / g.count
-                    }
-                }
-                T_COUNT => g.count,
-                T_STDVAR => g.v / g.count,
-                T_STDDEV => (g.v / g.count).sqrt(),
-                T_QUANTILE => quantile(qi, &mut heaps[gi]),
-                T_SUM => g.v + g.c,
-                _ => g.v,
+            let v = if op == T_QUANTILE {
+                quantile(qi, &mut heaps[gi])
+            } else {
+                acc_value(op, g)
             };
             out[gi].pts.push(Sample { t: ts, v });
         }
     }
-    out.retain(|s| !s.pts.is_empty());
-    Ok(Val::Vector(out))
+    Ok(())
 }
 
 fn aggregate_k(

@@ -66,12 +66,82 @@ pub enum Val {
     Matrix(Vec<Series>),
 }
 
-/// A range-vector argument: series with their samples and, per step, the end of the
-/// window `(end - range, end]`.
+/// A range-vector argument: series with their samples (in memory, or still in storage
+/// and decoded by [`RangeInput::samples`]) and, per step, the end of the window
+/// `(end - range, end]`.
 pub struct RangeInput {
-    pub series: Vec<Series>,
+    pub series: Vec<InputSeries>,
     pub range: i64,
     pub ends: Vec<i64>,
+    /// The span stored series are decoded over.
+    mint: i64,
+    maxt: i64,
+}
+
+/// One series of a [`RangeInput`].
+pub struct InputSeries {
+    pub labels: Labels,
+    pub drop_name: bool,
+    data: RangeData,
+}
+
+enum RangeData {
+    /// Sorted samples without stale markers (a subquery's points).
+    Pts(Vec<Sample>),
+    Stored(tsdb::SelectedSeries),
+}
+
+impl InputSeries {
+    /// A rough count of the samples the series holds, for planning parallel work.
+    pub fn cost(&self) -> usize {
+        match &self.data {
+            RangeData::Pts(p) => p.len(),
+            RangeData::Stored(s) => s.cost(),
+        }
+    }
+}
+
+/// Per-thread buffers for decoding stored series.
+#[derive(Default)]
+pub struct Scratch {
+    pub buf: Vec<Sample>,
+    tmp: Vec<Sample>,
+}
+
+impl RangeInput {
+    fn empty(range: i64, ends: Vec<i64>) -> RangeInput {
+        RangeInput {
+            series: Vec::new(),
+            range,
+            ends,
+            mint: 0,
+            maxt: -1,
+        }
+    }
+
+    /// The samples of `s` (one of `self.series`), stale markers removed; stored series
+    /// are decoded into `sc`.
+    pub fn samples<'s>(
+        &self,
+        ctx: &Ctx<'_>,
+        s: &'s InputSeries,
+        sc: &'s mut Scratch,
+    ) -> Result<&'s [Sample], Error> {
+        match &s.data {
+            RangeData::Pts(p) => Ok(p),
+            RangeData::Stored(st) => {
+                ctx.decode(st, self.mint, self.maxt, sc)?;
+                sc.buf.retain(|p| !is_stale(p.v));
+                Ok(&sc.buf)
+            }
+        }
+    }
+
+    /// A work estimate of walking every window of every series.
+    pub fn work(&self) -> usize {
+        self.series.iter().map(InputSeries::cost).sum::<usize>()
+            + self.series.len() * self.ends.len()
+    }
 }
 
 /// State shared by every node of one query.
@@ -114,6 +184,20 @@ impl Ctx<'_> {
         {
             v.push(msg);
         }
+    }
+
+    /// Decodes stored series `s` over `[mint, maxt]` into `sc.buf` (stale markers kept),
+    /// counting the samples against the query's limit.
+    pub fn decode(
+        &self,
+        s: &tsdb::SelectedSeries,
+        mint: i64,
+        maxt: i64,
+        sc: &mut Scratch,
+    ) -> Result<(), Error> {
+        s.decode_into(mint, maxt, &mut sc.buf, &mut sc.tmp)
+            .map_err(|e| Error::Execution(e.to_string()))?;
+        self.count_loaded(sc.buf.len())
     }
 
     fn count_loaded(&self, n: usize) -> Result<(), Error> {
@@ -298,25 +382,55 @@ pub fn is_stale(v: f64) -> bool {
 }
 
 /// Runs `f` over `items` on up to all cores when `work` (an estimate of the elementary
-/// operations) makes it worthwhile. Results keep the order of `items`.
-pub fn par_map<T: Sync, R: Send>(
+/// operations) makes it worthwhile; results keep the order of `items`. Each thread owns a
+/// scratch value `S` that `f` may reuse between items (decode buffers). Threads take small batches of items in turn, so uneven items
+/// spread out.
+pub fn par_map_with<T: Sync, R: Send, S: Default>(
     items: &[T],
     work: usize,
-    f: impl Fn(&T) -> Result<R, Error> + Sync,
+    f: impl Fn(&mut S, &T) -> Result<R, Error> + Sync,
 ) -> Result<Vec<R>, Error> {
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
         .min(items.len());
-    if threads < 2 || work < 200_000 {
-        return items.iter().map(&f).collect();
+    if threads < 2 || work < 100_000 {
+        let mut sc = S::default();
+        return items.iter().map(|t| f(&mut sc, t)).collect();
     }
-    let chunk = items.len().div_ceil(threads);
-    let f = &f;
-    let parts: Vec<Result<Vec<R>, Error>> = std::thread::scope(|s| {
-        let handles: Vec<_> = items
-            .chunks(chunk)
-            .map(|c| s.spawn(move || c.iter().map(f).collect::<Result<Vec<R>, Error>>()))
+    let batch = items.len().div_ceil(threads * 16).max(1);
+    let batches = items.len().div_ceil(batch);
+    let next = AtomicUsize::new(0);
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    let (f, next, failed) = (&f, &next, &failed);
+    type Batches<R> = Vec<(usize, Vec<R>)>;
+    let parts: Vec<Result<Batches<R>, Error>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(move || {
+                    let mut sc = S::default();
+                    let mut done = Vec::new();
+                    loop {
+                        let b = next.fetch_add(1, Ordering::Relaxed);
+                        if b >= batches || failed.load(Ordering::Relaxed) {
+                            return Ok(done);
+                        }
+                        let lo = b * batch;
+                        let hi = (lo + batch).min(items.len());
+                        let mut out = Vec::with_capacity(hi - lo);
+                        for t in &items[lo..hi] {
+                            match f(&mut sc, t) {
+                                Ok(r) => out.push(r),
+                                Err(e) => {
+                                    failed.store(true, Ordering::Relaxed);
+                                    return Err(e);
+                                }
+                            }
+                        }
+                        done.push((b, out));
+                    }
+                })
+            })
             .collect();
         handles
             .into_iter()
@@ -326,9 +440,14 @@ pub fn par_map<T: Sync, R: Send>(
             })
             .collect()
     });
-    let mut out = Vec::with_capacity(items.len());
+    let mut all = Vec::with_capacity(batches);
     for p in parts {
-        out.extend(p?);
+        all.extend(p?);
+    }
+    all.sort_unstable_by_key(|(b, _)| *b);
+    let mut out = Vec::with_capacity(items.len());
+    for (_, v) in all {
+        out.extend(v);
     }
     Ok(out)
 }
@@ -408,7 +527,7 @@ impl<'a> Ev<'a> {
             Expr::VectorSelector(vs) => Ok(Val::Vector(self.vector_selector(vs, false)?)),
             Expr::MatrixSelector(_) | Expr::Subquery(_) => {
                 let ri = self.range_input(e)?;
-                Ok(Val::Matrix(window_matrix(ri)))
+                Ok(Val::Matrix(window_matrix(self.ctx, ri)?))
             }
             Expr::Extension(_) => Err(Error::Unsupported(
                 "extension expressions are not supported".into(),
@@ -440,7 +559,7 @@ impl<'a> Ev<'a> {
         vs: &VectorSelector,
         mint: i64,
         maxt: i64,
-    ) -> Result<Vec<tsdb::SeriesSamples>, Error> {
+    ) -> Result<Vec<tsdb::SelectedSeries>, Error> {
         let mut groups: Vec<Vec<tsdb::Matcher>> = Vec::new();
         let base: Vec<tsdb::Matcher> = match &vs.name {
             Some(n) => vec![tsdb::Matcher::eq(tsdb::labels::METRIC_NAME, n)],
@@ -471,11 +590,9 @@ impl<'a> Ev<'a> {
                 groups.push(g);
             }
         }
-        let mut out: Vec<tsdb::SeriesSamples> = Vec::new();
+        let mut out: Vec<tsdb::SelectedSeries> = Vec::new();
         for g in &groups {
             let got = self.ctx.q.select(g, mint, maxt).map_err(Error::Execution)?;
-            self.ctx
-                .count_loaded(got.iter().map(|s| s.samples.len()).sum())?;
             out.extend(got);
         }
         if groups.len() > 1 {
@@ -496,12 +613,16 @@ impl<'a> Ev<'a> {
         let refs = self.ref_times(&vs.at, &vs.offset);
         let lookback = self.ctx.opts.lookback_delta_ms;
         let (lo, hi) = min_max(&refs);
-        let data = self.select(vs, lo.saturating_sub(lookback).saturating_add(1), hi)?;
+        let mint = lo.saturating_sub(lookback).saturating_add(1);
+        let data = self.select(vs, mint, hi)?;
         let grid = self.grid;
-        let work = data.iter().map(|s| s.samples.len()).sum::<usize>() + data.len() * refs.len();
-        let out = par_map(&data, work, |s| {
+        let ctx = self.ctx;
+        let work = data.iter().map(|s| s.cost()).sum::<usize>() + data.len() * refs.len();
+        let out = par_map_with(&data, work, |sc: &mut Scratch, s| {
+            ctx.check()?;
+            ctx.decode(s, mint, hi, sc)?;
             let mut pts = Vec::new();
-            let smp = &s.samples;
+            let smp = &sc.buf;
             let mut j = 0;
             for (i, &r) in refs.iter().enumerate() {
                 while j < smp.len() && smp[j].t <= r {
@@ -533,23 +654,22 @@ impl<'a> Ev<'a> {
                 let range = ms.range.as_millis() as i64;
                 let ends = self.ref_times(&ms.vs.at, &ms.vs.offset);
                 let (lo, hi) = min_max(&ends);
-                let data = self.select(&ms.vs, lo.saturating_sub(range).saturating_add(1), hi)?;
+                let mint = lo.saturating_sub(range).saturating_add(1);
+                let data = self.select(&ms.vs, mint, hi)?;
                 let series = data
                     .into_iter()
-                    .map(|mut s| {
-                        s.samples.retain(|p| !is_stale(p.v));
-                        Series {
-                            labels: s.labels,
-                            drop_name: false,
-                            pts: s.samples,
-                        }
+                    .map(|s| InputSeries {
+                        labels: s.labels.clone(),
+                        drop_name: false,
+                        data: RangeData::Stored(s),
                     })
-                    .filter(|s| !s.pts.is_empty())
                     .collect();
                 Ok(RangeInput {
                     series,
                     range,
                     ends,
+                    mint,
+                    maxt: hi,
                 })
             }
             Expr::Subquery(sq) => {
@@ -573,11 +693,7 @@ impl<'a> Ev<'a> {
                     ));
                 }
                 if start > hi {
-                    return Ok(RangeInput {
-                        series: Vec::new(),
-                        range,
-                        ends,
-                    });
+                    return Ok(RangeInput::empty(range, ends));
                 }
                 let grid = Grid {
                     start,
@@ -609,9 +725,19 @@ impl<'a> Ev<'a> {
                     }
                 };
                 Ok(RangeInput {
-                    series,
+                    series: series
+                        .into_iter()
+                        .filter(|s| !s.pts.is_empty())
+                        .map(|s| InputSeries {
+                            labels: s.labels,
+                            drop_name: s.drop_name,
+                            data: RangeData::Pts(s.pts),
+                        })
+                        .collect(),
                     range,
                     ends,
+                    mint: i64::MIN,
+                    maxt: i64::MAX,
                 })
             }
             other => Err(Error::Execution(format!(
@@ -628,27 +754,39 @@ pub fn min_max(v: &[i64]) -> (i64, i64) {
 }
 
 /// The raw samples of a range input in its first window (an instant query's matrix).
-fn window_matrix(ri: RangeInput) -> Vec<Series> {
+fn window_matrix(ctx: &Ctx<'_>, ri: RangeInput) -> Result<Vec<Series>, Error> {
     let Some(&end) = ri.ends.first() else {
-        return Vec::new();
+        return Ok(Vec::new());
     };
     let start = end.saturating_sub(ri.range);
-    ri.series
-        .into_iter()
-        .filter_map(|mut s| {
-            s.pts.retain(|p| p.t > start && p.t <= end);
-            (!s.pts.is_empty()).then_some(s)
-        })
-        .collect()
+    let mut sc = Scratch::default();
+    let mut out = Vec::new();
+    for s in &ri.series {
+        let pts: Vec<Sample> = ri
+            .samples(ctx, s, &mut sc)?
+            .iter()
+            .filter(|p| p.t > start && p.t <= end)
+            .copied()
+            .collect();
+        if !pts.is_empty() {
+            out.push(Series {
+                labels: s.labels.clone(),
+                drop_name: s.drop_name,
+                pts,
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// Walks the windows `(end - range, end]` of one series over the steps, calling `f`
-/// with the step index and the samples in the window.
+/// with the step index, the index in `pts` of the window's first sample, and the samples
+/// in the window.
 pub fn for_each_window(
     pts: &[Sample],
     range: i64,
     ends: &[i64],
-    mut f: impl FnMut(usize, &[Sample]),
+    mut f: impl FnMut(usize, usize, &[Sample]),
 ) {
     let mut lo = 0;
     let mut hi = 0;
@@ -669,7 +807,7 @@ pub fn for_each_window(
             hi += 1;
         }
         if hi > lo {
-            f(i, &pts[lo..hi]);
+            f(i, lo, &pts[lo..hi]);
         }
     }
 }
@@ -686,11 +824,11 @@ mod tests {
     fn windows_are_left_open() {
         let pts = [s(0, 1.0), s(10, 2.0), s(20, 3.0)];
         let mut got = Vec::new();
-        for_each_window(&pts, 10, &[0, 10, 20, 30], |i, w| got.push((i, w.len())));
+        for_each_window(&pts, 10, &[0, 10, 20, 30], |i, _, w| got.push((i, w.len())));
         assert_eq!(got, vec![(0, 1), (1, 1), (2, 1)]);
         let mut got = Vec::new();
-        for_each_window(&pts, 15, &[20, 20], |i, w| got.push((i, w[0].t)));
-        assert_eq!(got, vec![(0, 10), (1, 10)]);
+        for_each_window(&pts, 15, &[20, 20], |i, lo, w| got.push((i, lo, w[0].t)));
+        assert_eq!(got, vec![(0, 1, 10), (1, 1, 10)]);
     }
 
     #[test]

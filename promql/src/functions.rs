@@ -12,7 +12,7 @@ use tsdb::labels::METRIC_NAME;
 use tsdb::{Labels, Sample};
 
 use crate::Error;
-use crate::eval::{Ev, RangeInput, Series, Val, for_each_window, par_map, unparen};
+use crate::eval::{Ev, RangeInput, Scratch, Series, Val, for_each_window, par_map_with, unparen};
 use crate::labels;
 
 /// Adds `inc` to `sum` with Kahan compensation `c`; returns the new `(sum, c)`.
@@ -526,8 +526,10 @@ fn absent_series(ev: &Ev<'_>, present: &[bool], labels: Labels) -> Vec<Series> {
 fn absent_over_time(ev: &Ev<'_>, a: &Expr) -> Result<Val, Error> {
     let ri = ev.range_input(a)?;
     let mut present = vec![false; ev.n()];
+    let mut sc = Scratch::default();
     for s in &ri.series {
-        for_each_window(&s.pts, ri.range, &ri.ends, |i, _| present[i] = true);
+        let pts = ri.samples(ev.ctx, s, &mut sc)?;
+        for_each_window(pts, ri.range, &ri.ends, |i, _, _| present[i] = true);
     }
     Ok(Val::Vector(absent_series(ev, &present, absent_labels(a))))
 }
@@ -627,38 +629,64 @@ fn range_fn(ev: &Ev<'_>, name: &str, a: &Expr, scalars: &[Vec<f64>]) -> Result<V
         }
     }
     let keep_name = name == "last_over_time" || name == "first_over_time";
-    let work: usize =
-        ri.series.iter().map(|s| s.pts.len()).sum::<usize>() + ri.series.len() * ri.ends.len();
+    let work = ri.work();
     let range = ri.range;
     let ends = &ri.ends;
-    let out = par_map(&ri.series, work, |s| {
-        ctx.check()?;
-        let mut pts = Vec::new();
-        for_each_window(&s.pts, range, ends, |i, w| {
-            let end = ends[i];
-            let step_ts = if fixed { grid.start } else { grid.ts(i) };
-            let args: [f64; 2] = [
-                scalars.first().map(|v| v[i]).unwrap_or(f64::NAN),
-                scalars.get(1).map(|v| v[i]).unwrap_or(f64::NAN),
-            ];
-            if let Some(v) = window_fn(
-                name,
-                w,
-                end.saturating_sub(range),
-                end,
-                range,
-                step_ts,
-                args,
-            ) {
-                pts.push(Sample { t: grid.ts(i), v });
+    let ri = &ri;
+    let counter = name == "rate" || name == "increase";
+    let out = par_map_with(
+        &ri.series,
+        work,
+        |(sc, resets): &mut (Scratch, Vec<u32>), s| {
+            ctx.check()?;
+            let samples = ri.samples(ctx, s, sc)?;
+            if counter {
+                // Counter resets before each sample, so a window without one skips the scan.
+                resets.clear();
+                let mut n = 0u32;
+                resets.push(0);
+                for w in samples.windows(2) {
+                    n += u32::from(w[1].v < w[0].v);
+                    resets.push(n);
+                }
             }
-        });
-        Ok(Series {
-            labels: s.labels.clone(),
-            drop_name: if keep_name { s.drop_name } else { true },
-            pts,
-        })
-    })?;
+            let mut pts = Vec::new();
+            for_each_window(samples, range, ends, |i, lo, w| {
+                let end = ends[i];
+                if counter {
+                    let any_reset = resets[lo + w.len() - 1] != resets[lo];
+                    let start = end.saturating_sub(range);
+                    if let Some(v) =
+                        extrapolated_rate(w, start, end, range, true, name == "rate", any_reset)
+                    {
+                        pts.push(Sample { t: grid.ts(i), v });
+                    }
+                    return;
+                }
+                let step_ts = if fixed { grid.start } else { grid.ts(i) };
+                let args: [f64; 2] = [
+                    scalars.first().map(|v| v[i]).unwrap_or(f64::NAN),
+                    scalars.get(1).map(|v| v[i]).unwrap_or(f64::NAN),
+                ];
+                if let Some(v) = window_fn(
+                    name,
+                    w,
+                    end.saturating_sub(range),
+                    end,
+                    range,
+                    step_ts,
+                    args,
+                ) {
+                    pts.push(Sample { t: grid.ts(i), v });
+                }
+            });
+            Ok(Series {
+                labels: s.labels.clone(),
+                drop_name: if keep_name { s.drop_name } else { true },
+                pts,
+            })
+        },
+    )?;
     Ok(Val::Vector(
         out.into_iter().filter(|s| !s.pts.is_empty()).collect(),
     ))
@@ -677,9 +705,9 @@ fn window_fn(
     let first = w.first()?;
     let last = w.last()?;
     match name {
-        "rate" => extrapolated_rate(w, start, end, range, true, true),
-        "increase" => extrapolated_rate(w, start, end, range, true, false),
-        "delta" => extrapolated_rate(w, start, end, range, false, false),
+        "rate" => extrapolated_rate(w, start, end, range, true, true, true),
+        "increase" => extrapolated_rate(w, start, end, range, true, false, true),
+        "delta" => extrapolated_rate(w, start, end, range, false, false, false),
         "irate" | "idelta" => {
             if n < 2 {
                 return None;
@@ -834,6 +862,9 @@ fn window_fn(
     }
 }
 
+/// `rate`, `increase` and `delta` over window `w`, extrapolated as Prometheus does.
+/// `any_reset` false promises that no value in `w` is below the one before it, which
+/// spares the counter-reset scan.
 fn extrapolated_rate(
     w: &[Sample],
     range_start: i64,
@@ -841,6 +872,7 @@ fn extrapolated_rate(
     range: i64,
     is_counter: bool,
     is_rate: bool,
+    any_reset: bool,
 ) -> Option<f64> {
     if w.len() < 2 {
         return None;
@@ -848,7 +880,7 @@ fn extrapolated_rate(
     let first = w[0];
     let last = w[w.len() - 1];
     let mut result = last.v - first.v;
-    if is_counter {
+    if is_counter && any_reset {
         let mut prev = first.v;
         for p in &w[1..] {
             if p.v < prev {
@@ -1157,7 +1189,7 @@ mod tests {
     fn rate_extrapolates_to_zero_for_counters() {
         let w = [Sample { t: 60_000, v: 1.0 }, Sample { t: 120_000, v: 2.0 }];
         // Window (0, 120s]: start extrapolation is capped where the counter hits zero.
-        let v = extrapolated_rate(&w, 0, 120_000, 120_000, true, false).unwrap();
+        let v = extrapolated_rate(&w, 0, 120_000, 120_000, true, false, true).unwrap();
         assert!((v - 2.0).abs() < 1e-12, "{v}");
     }
 

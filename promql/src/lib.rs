@@ -31,13 +31,14 @@ pub use duration::parse_duration_ms;
 
 /// A source of series for the engine.
 pub trait Queryable: Send + Sync {
-    /// Series matching all matchers with their samples in [mint, maxt] (inclusive ms), sorted by labels.
+    /// Series matching all matchers that may have samples in [mint, maxt] (inclusive ms),
+    /// sorted by labels; the engine decodes each one when it evaluates it.
     fn select(
         &self,
         ms: &[tsdb::Matcher],
         mint: i64,
         maxt: i64,
-    ) -> Result<Vec<tsdb::SeriesSamples>, String>;
+    ) -> Result<Vec<tsdb::SelectedSeries>, String>;
 }
 
 impl Queryable for tsdb::Db {
@@ -46,8 +47,8 @@ impl Queryable for tsdb::Db {
         ms: &[tsdb::Matcher],
         mint: i64,
         maxt: i64,
-    ) -> Result<Vec<tsdb::SeriesSamples>, String> {
-        tsdb::Db::select(self, ms, mint, maxt).map_err(|e| e.to_string())
+    ) -> Result<Vec<tsdb::SelectedSeries>, String> {
+        tsdb::Db::select_lazy(self, ms, mint, maxt).map_err(|e| e.to_string())
     }
 }
 
@@ -258,7 +259,7 @@ mod tests {
             ms: &[tsdb::Matcher],
             mint: i64,
             maxt: i64,
-        ) -> Result<Vec<tsdb::SeriesSamples>, String> {
+        ) -> Result<Vec<tsdb::SelectedSeries>, String> {
             Ok(self
                 .0
                 .iter()
@@ -266,16 +267,8 @@ mod tests {
                     ms.iter()
                         .all(|m| m.matches(s.labels.get(&m.name).unwrap_or("")))
                 })
-                .map(|s| tsdb::SeriesSamples {
-                    labels: s.labels.clone(),
-                    samples: s
-                        .samples
-                        .iter()
-                        .filter(|p| p.t >= mint && p.t <= maxt)
-                        .copied()
-                        .collect(),
-                })
-                .filter(|s| !s.samples.is_empty())
+                .filter(|s| s.samples.iter().any(|p| p.t >= mint && p.t <= maxt))
+                .map(|s| tsdb::SelectedSeries::from_samples(s.labels.clone(), s.samples.clone()))
                 .collect())
         }
     }

@@ -70,6 +70,8 @@ pub struct Block {
     index: BlockIndex,
     chunks: SegmentReader,
     size: u64,
+    /// Set when a read found damage; the database then quarantines the block.
+    damaged: std::sync::atomic::AtomicBool,
 }
 
 // Queries share blocks across threads.
@@ -107,7 +109,19 @@ impl Block {
             index,
             chunks,
             size,
+            damaged: Default::default(),
         })
+    }
+
+    /// Records that a read of this block found damage (see [`Block::is_damaged`]).
+    pub fn mark_damaged(&self) {
+        self.damaged
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether a read found this block damaged.
+    pub fn is_damaged(&self) -> bool {
+        self.damaged.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn meta(&self) -> &BlockMeta {
@@ -148,6 +162,69 @@ impl Block {
     pub fn samples(&self, c: &ChunkMeta) -> Result<Vec<Sample>, StorageError> {
         let mut out = Vec::new();
         self.for_each_sample(c, |s| out.push(s))?;
+        Ok(out)
+    }
+
+    /// Appends the samples of chunk `c` in `[mint, maxt]` to `out`, with the checks of
+    /// [`Block::samples`] on every sample decoded; decoding stops after `maxt`.
+    pub fn decode_range(
+        &self,
+        c: &ChunkMeta,
+        mint: i64,
+        maxt: i64,
+        out: &mut Vec<Sample>,
+    ) -> Result<(), StorageError> {
+        let (enc, data) = self.chunk(c.chunk_ref)?;
+        let fail = |msg: String| {
+            StorageError::corrupt(
+                self.chunks.segment_path(c.chunk_ref),
+                format!("chunk at offset {}: {msg}", c.chunk_ref.offset()),
+            )
+        };
+        let it = SampleIter::new(enc, data).map_err(|e| fail(e.to_string()))?;
+        if it.num_samples() == 0 {
+            return Err(fail("no samples".into()));
+        }
+        let mut prev = i64::MIN;
+        for s in it {
+            let s = s.map_err(|e| fail(e.to_string()))?;
+            if s.t < c.min_time || s.t > c.max_time || (prev != i64::MIN && prev >= s.t) {
+                return Err(fail(format!(
+                    "sample at {} out of order or outside [{}, {}]",
+                    s.t, c.min_time, c.max_time
+                )));
+            }
+            prev = s.t;
+            if s.t > maxt {
+                break;
+            }
+            if s.t >= mint {
+                out.push(s);
+            }
+        }
+        Ok(())
+    }
+
+    /// The series matching `ms` with the chunks that overlap `[mint, maxt]`, in the order
+    /// of the index (sorted by label set); series without such chunks are left out.
+    /// Nothing is decoded.
+    pub fn select_chunks(
+        &self,
+        ms: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<(Labels, Vec<ChunkMeta>)>, StorageError> {
+        let mut out = Vec::new();
+        if mint > maxt || maxt < self.meta.min_time || mint > self.meta.max_time {
+            return Ok(out);
+        }
+        for r in postings_for_matchers(&self.index, ms)? {
+            let (labels, mut chunks) = self.series(r)?;
+            chunks.retain(|c| c.overlaps(mint, maxt));
+            if !chunks.is_empty() {
+                out.push((labels, chunks));
+            }
+        }
         Ok(out)
     }
 

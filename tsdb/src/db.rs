@@ -38,9 +38,10 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::block::{Block, BlockWriter};
 use crate::chunkenc::Encoding;
-use crate::head::{FrozenHead, Head, HeadOptions, MemSeries, Outcome, Reject, merge_newer_wins};
+use crate::head::{FrozenHead, Head, HeadOptions, MemSeries, Outcome, Reject};
 use crate::labels::Labels;
 use crate::postings::IndexReader;
+use crate::select::SelectedSeries;
 use crate::wal::{self, SyncPolicy, Wal, record};
 use crate::{Matcher, Sample, StorageError};
 
@@ -413,6 +414,24 @@ impl Db {
         self.inner.select(ms, mint, maxt, true)
     }
 
+    /// The in-memory head (for statistics).
+    pub(crate) fn head(&self) -> &Head {
+        &self.inner.head
+    }
+
+    /// The series matching `ms` that may have samples in `[mint, maxt]`, sorted by
+    /// labels, with where their samples lie; nothing is decoded yet (see
+    /// [`SelectedSeries::decode_into`]). A series whose chunks overlap the range without
+    /// holding a sample in it decodes to nothing.
+    pub fn select_lazy(
+        &self,
+        ms: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<SelectedSeries>, QueryError> {
+        self.inner.select_lazy(ms, mint, maxt)
+    }
+
     /// Label sets of the series matching `ms` that have samples in `[mint, maxt]`.
     pub fn series(&self, ms: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<Labels>, QueryError> {
         Ok(self
@@ -767,25 +786,76 @@ impl Inner {
         maxt: i64,
         with_samples: bool,
     ) -> Result<Vec<SeriesSamples>, QueryError> {
-        // Head first, then the view: see the module docs.
-        let mut acc: BTreeMap<Labels, Vec<Vec<Sample>>> = BTreeMap::new();
+        let (mut buf, mut scratch) = (Vec::new(), Vec::new());
+        let mut out = Vec::new();
+        let selected = self.select_lazy(ms, mint, maxt)?;
+        for s in selected {
+            s.decode_into(mint, maxt, &mut buf, &mut scratch)?;
+            if buf.is_empty() {
+                continue;
+            }
+            out.push(SeriesSamples {
+                labels: s.labels,
+                samples: if with_samples {
+                    std::mem::take(&mut buf)
+                } else {
+                    Vec::new()
+                },
+            });
+        }
+        self.quarantine_damaged();
+        Ok(out)
+    }
+
+    /// Moves blocks that a read found damaged to quarantine.
+    fn quarantine_damaged(&self) {
+        let damaged: Vec<Arc<Block>> = self
+            .view
+            .read()
+            .blocks
+            .iter()
+            .filter(|b| b.is_damaged())
+            .cloned()
+            .collect();
+        for b in &damaged {
+            self.quarantine_block(b);
+        }
+    }
+
+    fn select_lazy(
+        &self,
+        ms: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<SelectedSeries>, QueryError> {
+        self.quarantine_damaged();
+        // Head first, then the view: see the module docs. Parts are gathered in the
+        // order in which they win on equal timestamps: blocks, frozen heads, the head.
         let mut head_part = Vec::new();
         for r in self.head.select_refs(ms)? {
-            if let Some(s) = self.head.series(r) {
-                let samples = self.head.series_samples(&s, mint, maxt)?;
-                head_part.push((s.labels.clone(), samples));
+            if let Some(s) = self.head.series(r)
+                && let Some(snap) = self.head.snapshot(&s, mint, maxt)?
+            {
+                let mut sel = SelectedSeries::new(s.labels.clone());
+                sel.push_head(snap);
+                head_part.push(sel);
             }
         }
         let view = self.view.read().clone();
+        let mut all: Vec<SelectedSeries> = Vec::new();
+        let mut sources = 0;
         for b in view.blocks.iter() {
             let m = b.meta();
             if m.max_time < mint || m.min_time > maxt {
                 continue;
             }
-            match b.select(ms, mint, maxt) {
+            match b.select_chunks(ms, mint, maxt) {
                 Ok(list) => {
-                    for (l, s) in list {
-                        acc.entry(l).or_default().push(s);
+                    sources += usize::from(!list.is_empty());
+                    for (l, chunks) in list {
+                        let mut sel = SelectedSeries::new(l);
+                        sel.push_block(b.clone(), chunks);
+                        all.push(sel);
                     }
                 }
                 Err(e) => {
@@ -798,38 +868,39 @@ impl Inner {
             if f.max_t < mint || f.min_t > maxt {
                 continue;
             }
-            for s in &f.series {
-                if !ms
-                    .iter()
-                    .all(|m| m.matches(s.labels.get(&m.name).unwrap_or("")))
+            let before = all.len();
+            for (idx, s) in f.series.iter().enumerate() {
+                if !FrozenHead::overlaps(s, mint, maxt)
+                    || !ms
+                        .iter()
+                        .all(|m| m.matches(s.labels.get(&m.name).unwrap_or("")))
                 {
                     continue;
                 }
-                let samples = f.samples(s, mint, maxt)?;
-                acc.entry(s.labels.clone()).or_default().push(samples);
+                let mut sel = SelectedSeries::new(s.labels.clone());
+                sel.push_frozen(f.clone(), idx);
+                all.push(sel);
             }
+            sources += usize::from(all.len() > before);
         }
-        for (l, s) in head_part {
-            acc.entry(l).or_default().push(s);
+        if !head_part.is_empty() {
+            head_part.sort_by(|a, b| a.labels.cmp(&b.labels));
+            sources += 1;
         }
-        let mut out = Vec::with_capacity(acc.len());
-        for (labels, parts) in acc {
-            let mut merged: Vec<Sample> = Vec::new();
-            for p in parts {
-                merged = merge_newer_wins(merged, &p);
+        all.extend(head_part);
+        if sources > 1 || !all.is_sorted_by(|a, b| a.labels < b.labels) {
+            // Stable: parts of one series stay in the order they win in.
+            all.sort_by(|a, b| a.labels.cmp(&b.labels));
+            let mut merged: Vec<SelectedSeries> = Vec::with_capacity(all.len());
+            for s in all {
+                match merged.last_mut() {
+                    Some(last) if last.labels == s.labels => last.append_parts(s),
+                    _ => merged.push(s),
+                }
             }
-            if merged.is_empty() {
-                continue;
-            }
-            if !with_samples {
-                merged = Vec::new();
-            }
-            out.push(SeriesSamples {
-                labels,
-                samples: merged,
-            });
+            all = merged;
         }
-        Ok(out)
+        Ok(all)
     }
 
     /// Label names (`name == None`) or values of `name` from the indexes, for data in
@@ -883,6 +954,7 @@ impl Inner {
         if due && let Err(e) = self.flush() {
             tracing::error!("writing the head into blocks: {e}");
         }
+        self.quarantine_damaged();
         if let Err(e) = self.compact(false) {
             tracing::error!("compaction: {e}");
         }

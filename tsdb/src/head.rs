@@ -258,6 +258,39 @@ impl Head {
         self.num_series.load(Ordering::Relaxed)
     }
 
+    /// Chunks held (full and open) and the time range of the samples held. Walks every
+    /// series: O(series).
+    pub fn stats(&self) -> crate::status::HeadStats {
+        let mut chunks = 0u64;
+        let (mut lo, mut hi) = (i64::MAX, i64::MIN);
+        for shard in self.shards.iter() {
+            let sh = shard.read();
+            for s in sh.by_ref.values() {
+                let d = s.data.lock();
+                chunks += d.full.len() as u64;
+                for c in &d.full {
+                    lo = lo.min(c.min_t);
+                    hi = hi.max(c.max_t);
+                }
+                if let Some(o) = &d.open
+                    && let (Some(first), Some((last, _))) = (o.first_t(), o.last())
+                {
+                    chunks += 1;
+                    lo = lo.min(first);
+                    hi = hi.max(last);
+                }
+                if let (Some(a), Some(b)) = (d.ooo.first(), d.ooo.last()) {
+                    lo = lo.min(a.t);
+                    hi = hi.max(b.t);
+                }
+            }
+        }
+        crate::status::HeadStats {
+            chunks,
+            time_range: (lo <= hi).then_some((lo, hi)),
+        }
+    }
+
     /// Out-of-order samples currently buffered.
     pub fn ooo_samples(&self) -> u64 {
         self.ooo_samples.load(Ordering::Relaxed)
@@ -397,6 +430,15 @@ impl Head {
             d.last_bits = bits;
             return Ok(Outcome::Appended);
         }
+        // A sample already overridden out of order: the override is what reads see, so
+        // it decides (the in-order value below may differ from it).
+        if let Ok(i) = d.ooo.binary_search_by(|x| x.t.cmp(&s.t)) {
+            if d.ooo[i].v.to_bits() == bits {
+                return Ok(Outcome::Duplicate);
+            }
+            d.ooo[i] = s;
+            return Ok(Outcome::OutOfOrder);
+        }
         if s.t == d.last_t && bits == d.last_bits {
             return Ok(Outcome::Duplicate);
         }
@@ -414,21 +456,14 @@ impl Head {
                 }
             }
         }
-        match d.ooo.binary_search_by(|x| x.t.cmp(&s.t)) {
-            Ok(i) if d.ooo[i].v.to_bits() == bits => Ok(Outcome::Duplicate),
-            Ok(i) => {
-                d.ooo[i] = s;
-                Ok(Outcome::OutOfOrder)
-            }
-            Err(_) if d.ooo.len() >= self.opts.max_ooo_per_series => {
-                Ok(Outcome::Rejected(Reject::OutOfOrderFull))
-            }
-            Err(i) => {
-                d.ooo.insert(i, s);
-                self.ooo_samples.fetch_add(1, Ordering::Relaxed);
-                Ok(Outcome::OutOfOrder)
-            }
+        if d.ooo.len() >= self.opts.max_ooo_per_series {
+            return Ok(Outcome::Rejected(Reject::OutOfOrderFull));
         }
+        // No buffered sample has this timestamp (checked above).
+        let i = d.ooo.partition_point(|x| x.t < s.t);
+        d.ooo.insert(i, s);
+        self.ooo_samples.fetch_add(1, Ordering::Relaxed);
+        Ok(Outcome::OutOfOrder)
     }
 
     fn cut_chunk(&self, d: &mut SeriesData) -> std::io::Result<()> {
@@ -449,15 +484,16 @@ impl Head {
         crate::postings::postings_for_matchers(self, ms)
     }
 
-    /// The samples of series `s` in `[mint, maxt]`, out-of-order ones merged in.
-    pub fn series_samples(
+    /// What series `s` holds in `[mint, maxt]`, captured under its lock for decoding
+    /// later without it; `None` when nothing it holds overlaps the range.
+    pub fn snapshot(
         &self,
         s: &MemSeries,
         mint: i64,
         maxt: i64,
-    ) -> Result<Vec<Sample>, StorageError> {
+    ) -> Result<Option<HeadSeriesSnapshot>, StorageError> {
         let d = s.data.lock();
-        let mut out = Vec::new();
+        let mut full = Vec::new();
         for c in &d.full {
             if c.max_t < mint || c.min_t > maxt {
                 continue;
@@ -466,22 +502,36 @@ impl Head {
                 path: "chunks_head".into(),
                 msg: format!("head chunk file {} missing", c.r.file()),
             })?;
-            let (enc, bytes) = f.read_ref(c.r).map_err(|msg| StorageError::Corrupt {
-                path: "chunks_head".into(),
-                msg,
-            })?;
-            decode_range(enc, bytes, mint, maxt, &mut out)?;
+            full.push((f, c.r));
         }
-        if let Some(open) = &d.open {
-            decode_range(Encoding::Xor, open.bytes(), mint, maxt, &mut out)?;
-        }
+        let open = d.open.as_ref().and_then(|o| {
+            let (first, (last, _)) = (o.first_t()?, o.last()?);
+            (first <= maxt && last >= mint).then(|| o.bytes().to_vec())
+        });
         let ooo: Vec<Sample> = d
             .ooo
             .iter()
             .filter(|x| x.t >= mint && x.t <= maxt)
             .copied()
             .collect();
-        Ok(merge_newer_wins(out, &ooo))
+        if full.is_empty() && open.is_none() && ooo.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(HeadSeriesSnapshot { full, open, ooo }))
+    }
+
+    /// The samples of series `s` in `[mint, maxt]`, out-of-order ones merged in.
+    pub fn series_samples(
+        &self,
+        s: &MemSeries,
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<Sample>, StorageError> {
+        let mut out = Vec::new();
+        if let Some(snap) = self.snapshot(s, mint, maxt)? {
+            snap.decode(mint, maxt, &mut out)?;
+        }
+        Ok(out)
     }
 
     /// Moves every sample held into a [`FrozenHead`] and starts a new log epoch: from
@@ -593,6 +643,41 @@ pub(crate) fn decode_range(
     Ok(())
 }
 
+/// The data of one head series in a time range, captured by [`Head::snapshot`]: its
+/// full chunks (whose files stay mapped while held), a copy of the open chunk, and its
+/// out-of-order samples in the range. Decoding needs no lock.
+pub struct HeadSeriesSnapshot {
+    full: Vec<(Arc<ChunkFile>, HeadChunkRef)>,
+    open: Option<Vec<u8>>,
+    ooo: Vec<Sample>,
+}
+
+impl HeadSeriesSnapshot {
+    /// Replaces `out` with the samples in `[mint, maxt]`, out-of-order ones merged in.
+    pub fn decode(&self, mint: i64, maxt: i64, out: &mut Vec<Sample>) -> Result<(), StorageError> {
+        out.clear();
+        for (f, r) in &self.full {
+            let (enc, bytes) = f.read_ref(*r).map_err(|msg| StorageError::Corrupt {
+                path: "chunks_head".into(),
+                msg,
+            })?;
+            decode_range(enc, bytes, mint, maxt, out)?;
+        }
+        if let Some(open) = &self.open {
+            decode_range(Encoding::Xor, open, mint, maxt, out)?;
+        }
+        if !self.ooo.is_empty() {
+            *out = merge_newer_wins(std::mem::take(out), &self.ooo);
+        }
+        Ok(())
+    }
+
+    /// A rough count of the samples decoding will go through.
+    pub fn cost(&self) -> usize {
+        self.full.len() * 120 + self.open.as_ref().map_or(0, |_| 60) + self.ooo.len()
+    }
+}
+
 /// Merges two timestamp-sorted lists; on equal timestamps the sample from `newer` wins.
 pub fn merge_newer_wins(older: Vec<Sample>, newer: &[Sample]) -> Vec<Sample> {
     if newer.is_empty() {
@@ -691,14 +776,16 @@ impl FrozenHead {
         self.series.is_empty()
     }
 
-    /// All samples of one frozen series in `[mint, maxt]`, out-of-order ones merged in.
-    pub fn samples(
+    /// Replaces `out` with the samples of frozen series `s` in `[mint, maxt]`,
+    /// out-of-order ones merged in.
+    pub fn decode(
         &self,
         s: &FrozenSeries,
         mint: i64,
         maxt: i64,
-    ) -> Result<Vec<Sample>, StorageError> {
-        let mut out = Vec::new();
+        out: &mut Vec<Sample>,
+    ) -> Result<(), StorageError> {
+        out.clear();
         for &(cmin, cmax, r) in &s.full {
             if cmax < mint || cmin > maxt {
                 continue;
@@ -708,18 +795,40 @@ impl FrozenHead {
                     path: "chunks_head".into(),
                     msg,
                 })?;
-            decode_range(enc, bytes, mint, maxt, &mut out)?;
+            decode_range(enc, bytes, mint, maxt, out)?;
         }
         if let Some(open) = &s.open {
-            decode_range(Encoding::Xor, open, mint, maxt, &mut out)?;
+            decode_range(Encoding::Xor, open, mint, maxt, out)?;
         }
-        let ooo: Vec<Sample> = s
-            .ooo
-            .iter()
-            .filter(|x| x.t >= mint && x.t <= maxt)
-            .copied()
-            .collect();
-        Ok(merge_newer_wins(out, &ooo))
+        if s.ooo.iter().any(|x| x.t >= mint && x.t <= maxt) {
+            let ooo: Vec<Sample> = s
+                .ooo
+                .iter()
+                .filter(|x| x.t >= mint && x.t <= maxt)
+                .copied()
+                .collect();
+            *out = merge_newer_wins(std::mem::take(out), &ooo);
+        }
+        Ok(())
+    }
+
+    /// All samples of one frozen series in `[mint, maxt]`, out-of-order ones merged in.
+    pub fn samples(
+        &self,
+        s: &FrozenSeries,
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<Sample>, StorageError> {
+        let mut out = Vec::new();
+        self.decode(s, mint, maxt, &mut out)?;
+        Ok(out)
+    }
+
+    /// Whether frozen series `s` may hold samples in `[mint, maxt]`.
+    pub fn overlaps(s: &FrozenSeries, mint: i64, maxt: i64) -> bool {
+        s.full.iter().any(|&(a, b, _)| a <= maxt && b >= mint)
+            || s.open.is_some()
+            || s.ooo.iter().any(|x| x.t >= mint && x.t <= maxt)
     }
 }
 

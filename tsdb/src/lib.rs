@@ -30,6 +30,7 @@ pub mod labels;
 pub mod matcher;
 pub mod mmap;
 pub mod postings;
+pub mod select;
 pub mod status;
 pub mod wal;
 
@@ -40,6 +41,7 @@ pub use error::StorageError;
 pub use head::Reject;
 pub use labels::Labels;
 pub use matcher::{MatchOp, Matcher};
+pub use select::SelectedSeries;
 pub use wal::SyncPolicy;
 
 /// One sample: a timestamp in milliseconds since the Unix epoch and a value.

@@ -1,8 +1,10 @@
-//! Cardinality statistics for status pages: how many series and label pairs the
-//! database holds, and which metric names and labels account for most of them.
+//! Statistics for status pages: how many series and label pairs the database holds,
+//! which metric names and labels account for most of them ([`Db::cardinality`]), and
+//! what the head holds ([`Db::head_stats`]).
 //!
-//! Computed from one pass over the label sets of every stored series (head and
-//! blocks), so the cost grows with the number of series, not with samples.
+//! Cardinality is computed from one pass over the label sets of every stored series
+//! (head and blocks), so its cost grows with the number of series, not with samples.
+//! Head statistics visit every head series once, under its lock, without decoding.
 
 use std::collections::HashMap;
 
@@ -28,6 +30,18 @@ pub struct Cardinality {
     pub series_count_by_label_value_pair: Vec<(String, u64)>,
 }
 
+/// What the head (the live, in-memory part of the database) holds, as Prometheus
+/// reports it under `headStats`. Data frozen for a flush but not yet in a block is
+/// not counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HeadStats {
+    /// Chunks: every series' full (memory-mapped) chunks and its open chunk.
+    pub chunks: u64,
+    /// The oldest and newest sample held, out-of-order samples included; `None` when
+    /// the head holds no sample (before the first append, right after a flush).
+    pub time_range: Option<(i64, i64)>,
+}
+
 fn top(map: HashMap<String, u64>, limit: usize) -> Vec<(String, u64)> {
     let mut v: Vec<(String, u64)> = map.into_iter().collect();
     v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
@@ -36,6 +50,11 @@ fn top(map: HashMap<String, u64>, limit: usize) -> Vec<(String, u64)> {
 }
 
 impl Db {
+    /// What the head holds now: its chunks and the time range of its samples.
+    pub fn head_stats(&self) -> HeadStats {
+        self.head().stats()
+    }
+
     /// Cardinality of everything stored, with the `limit` largest entries of each list.
     pub fn cardinality(&self, limit: usize) -> Result<Cardinality, QueryError> {
         let all = match Matcher::new(MatchOp::Regex, METRIC_NAME, ".+") {
@@ -131,6 +150,49 @@ mod tests {
                 .len(),
             1
         );
+        db.close().expect("close");
+    }
+
+    #[test]
+    fn head_stats_count_full_and_open_chunks_until_a_flush() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db::open(
+            dir.path(),
+            Options {
+                background: false,
+                ..Default::default()
+            },
+        )
+        .expect("open");
+        assert_eq!(db.head_stats(), super::HeadStats::default());
+        let t0 = crate::now_ms() - 3_600_000;
+        // 250 samples: two full chunks of 120 and an open one of 10.
+        let a: Vec<Sample> = (0..250)
+            .map(|i| Sample {
+                t: t0 + i * 1000,
+                v: 1.0,
+            })
+            .collect();
+        // An out-of-order sample older than everything else.
+        let b = [
+            Sample {
+                t: t0 + 10_000,
+                v: 1.0,
+            },
+            Sample {
+                t: t0 - 5000,
+                v: 2.0,
+            },
+        ];
+        let la: [(&str, &str); 1] = [("__name__", "a")];
+        let lb: [(&str, &str); 1] = [("__name__", "b")];
+        db.append([(&la[..], &a[..]), (&lb[..], &b[..])])
+            .expect("append");
+        let st = db.head_stats();
+        assert_eq!(st.chunks, 3 + 1);
+        assert_eq!(st.time_range, Some((t0 - 5000, t0 + 249_000)));
+        db.flush().expect("flush");
+        assert_eq!(db.head_stats(), super::HeadStats::default());
         db.close().expect("close");
     }
 }

@@ -7,6 +7,7 @@
 //! - `params`: parsing of times, durations and series selectors from query strings.
 //! - `api`: the Prometheus JSON envelope and `/api/v1/{series,labels,label/*/values}`.
 //! - `query`: PromQL over HTTP: `/api/v1/{query,query_range,format_query,query_exemplars}`.
+//! - `slots`: admission of queries (`--query.max-concurrency`) and their counters.
 //! - `status`: `/api/v1/status/*`, `/api/v1/{rules,alerts,targets,metadata}`.
 //! - `write`: `POST /api/v1/write` (remote_write 1.0).
 //! - `export`: `GET /api/v1/export`, raw samples as JSON lines.
@@ -17,6 +18,7 @@ pub mod export;
 pub mod ops;
 pub mod params;
 pub mod query;
+pub mod slots;
 pub mod status;
 pub mod write;
 
@@ -31,15 +33,30 @@ use tsdb::Db;
 pub use params::parse_duration;
 
 /// Server settings that the HTTP layer enforces.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Settings {
     pub remote_write: collector::remote_write::Limits,
-    /// Limits and defaults of the PromQL engine (timeout, samples, lookback).
+    /// Limits and defaults of the PromQL engine (timeout, samples, lookback). Each
+    /// query runs with a copy carrying its own cancel flag and timeout.
     pub engine: promql::EngineOptions,
+    /// Queries evaluated at once; more wait for a slot, each at most its timeout.
+    pub query_max_concurrency: usize,
     /// The server's effective settings by flag name, for `/api/v1/status/{flags,config}`.
     pub flags: Vec<(String, String)>,
     /// How long data is kept, as shown by `/api/v1/status/runtimeinfo` (`15d`).
     pub storage_retention: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            remote_write: Default::default(),
+            engine: Default::default(),
+            query_max_concurrency: slots::DEFAULT_MAX_CONCURRENCY,
+            flags: Vec::new(),
+            storage_retention: String::new(),
+        }
+    }
 }
 
 /// State shared by all handlers.
@@ -48,8 +65,8 @@ pub struct AppState {
     /// endpoint answers 503 and `/-/ready` says why.
     db: OnceLock<Arc<Db>>,
     settings: Settings,
-    /// The PromQL engine, built from `settings.engine`.
-    engine: Arc<promql::Engine>,
+    /// Query slots, sized by `settings.query_max_concurrency`.
+    pub(crate) slots: slots::QuerySlots,
     started: std::time::SystemTime,
     pub(crate) counters: Counters,
 }
@@ -68,7 +85,7 @@ impl AppState {
     pub fn new(settings: Settings) -> Arc<AppState> {
         Arc::new(AppState {
             db: OnceLock::new(),
-            engine: Arc::new(promql::Engine::new(settings.engine.clone())),
+            slots: slots::QuerySlots::new(settings.query_max_concurrency),
             settings,
             started: std::time::SystemTime::now(),
             counters: Counters::default(),

@@ -114,6 +114,38 @@ pub async fn metrics(State(st): State<Arc<AppState>>) -> Response {
         "Start time of the process.",
         &[("", start)],
     );
+    let slots = &st.slots;
+    metric(
+        &mut out,
+        "minos_queries",
+        "gauge",
+        "PromQL queries holding a query slot (running) or waiting for one.",
+        &[
+            ("{state=\"running\"}", slots.running() as f64),
+            ("{state=\"waiting\"}", slots.waiting() as f64),
+        ],
+    );
+    metric(
+        &mut out,
+        "minos_queries_concurrent_max",
+        "gauge",
+        "Query slots: PromQL queries evaluated at once (--query.max-concurrency).",
+        &[("", slots.max() as f64)],
+    );
+    metric(
+        &mut out,
+        "minos_queries_queue_timeouts_total",
+        "counter",
+        "PromQL queries refused after waiting their timeout for a query slot.",
+        &[("", slots.queue_timeouts() as f64)],
+    );
+    metric(
+        &mut out,
+        "minos_queries_canceled_total",
+        "counter",
+        "PromQL queries stopped because their client went away.",
+        &[("", slots.canceled() as f64)],
+    );
     if let Ok(db) = st.db() {
         let m = db.metrics();
         let stats = db.stats();

@@ -2,6 +2,10 @@
 //! and `/api/v1/query_exemplars`, with Prometheus' parameters, validations, error types
 //! and JSON encoding.
 //!
+//! A query waits for a slot (see `slots`), then evaluates on the blocking pool with a
+//! cancel flag of its own, raised when the request's handler is dropped: a client that
+//! hangs up stops its query.
+//!
 //! Query results are written by hand rather than through `serde_json::Value` so that
 //! numbers come out exactly as Prometheus writes them: timestamps as Unix seconds with
 //! up to three decimals (`1435781451.781`), sample values as strings in Go's
@@ -9,13 +13,14 @@
 
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use axum::extract::{RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use promql::{Engine, ErrorKind, QueryResult, Value};
+use promql::{Engine, EngineOptions, ErrorKind, QueryResult, Value};
 
 use crate::AppState;
 use crate::api::{ApiError, Params, blocking, success};
@@ -123,10 +128,10 @@ pub fn parse_duration_param(s: &str) -> Result<i64, String> {
     promql::parse_duration_ms(s).map_err(|_| format!("cannot parse {s:?} to a valid duration"))
 }
 
-/// The engine for one request: the server's, or a copy with a shorter `timeout` or
+/// The engine options of one request: the server's, with a shorter `timeout` or
 /// another `lookback_delta` when the request asks for them.
-fn engine_for(st: &AppState, p: &Params) -> Result<Arc<Engine>, ApiError> {
-    let mut opts = None;
+fn options_for(st: &AppState, p: &Params) -> Result<EngineOptions, ApiError> {
+    let mut o = st.settings.engine.clone();
     if let Some(s) = p.get("timeout").filter(|s| !s.is_empty()) {
         let ms = parse_duration_param(s).map_err(|e| invalid_param("timeout", e))?;
         if ms <= 0 {
@@ -136,7 +141,6 @@ fn engine_for(st: &AppState, p: &Params) -> Result<Arc<Engine>, ApiError> {
             ));
         }
         let t = Duration::from_millis(ms as u64);
-        let o = opts.get_or_insert_with(|| st.engine.options().clone());
         if t < o.timeout {
             o.timeout = t;
         }
@@ -149,15 +153,51 @@ fn engine_for(st: &AppState, p: &Params) -> Result<Arc<Engine>, ApiError> {
                 "lookback delta must not be negative",
             ));
         }
-        let o = opts.get_or_insert_with(|| st.engine.options().clone());
         if ms > 0 {
             o.lookback_delta_ms = ms;
         }
     }
-    Ok(match opts {
-        Some(o) => Arc::new(Engine::new(o)),
-        None => st.engine.clone(),
+    Ok(o)
+}
+
+/// Raises a query's cancel flag when dropped. The handler holds it while it waits for
+/// the evaluation; axum drops the handler's future when the client disconnects, and
+/// the evaluator, running on the blocking pool, stops at its next check.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Runs `eval` with the request's options `opts` in a query slot, on the blocking
+/// pool. The time spent waiting for the slot counts against the query's timeout, as in
+/// Prometheus. The slot is held by the evaluation, so a query whose client went away
+/// keeps it until the evaluator notices the cancellation.
+async fn evaluate(
+    st: &Arc<AppState>,
+    mut opts: EngineOptions,
+    eval: impl FnOnce(&Engine, &tsdb::Db) -> Result<QueryResult, promql::Error> + Send + 'static,
+) -> Result<QueryResult, ApiError> {
+    let db = st.db()?.clone();
+    let cancel = Arc::new(AtomicBool::new(false));
+    let _cancel_on_drop = CancelOnDrop(cancel.clone());
+    let queued = Instant::now();
+    let slot = st.slots.acquire(opts.timeout).await?;
+    opts.timeout = opts.timeout.saturating_sub(queued.elapsed());
+    opts.cancel = Some(cancel);
+    let engine = Engine::new(opts);
+    let st = st.clone();
+    blocking(move || {
+        let res = eval(&engine, db.as_ref());
+        drop(slot);
+        if matches!(res, Err(promql::Error::Canceled)) {
+            st.slots.count_canceled();
+        }
+        res.map_err(engine_error)
     })
+    .await
 }
 
 fn query_param(p: &Params) -> String {
@@ -174,10 +214,8 @@ pub async fn query(
         let p = Params::parse(q.as_deref(), &body);
         let expr = query_param(&p);
         let t = time_param(&p, "time", Some(tsdb::now_ms()))?;
-        let engine = engine_for(&st, &p)?;
-        let db = st.db()?.clone();
-        let res =
-            blocking(move || engine.instant(db.as_ref(), &expr, t).map_err(engine_error)).await?;
+        let opts = options_for(&st, &p)?;
+        let res = evaluate(&st, opts, move |engine, db| engine.instant(db, &expr, t)).await?;
         Ok::<_, ApiError>(json_response(render(&res)))
     };
     run.await.unwrap_or_else(|e| e.into_response())
@@ -216,8 +254,8 @@ pub async fn query_range(
                 "zero or negative query resolution step widths are not accepted. Try a positive integer",
             ));
         }
-        let engine = engine_for(&st, &p)?;
-        let max_points = engine.options().max_points_per_series as i64;
+        let opts = options_for(&st, &p)?;
+        let max_points = opts.max_points_per_series as i64;
         // `end - start` cannot overflow: both are within ±2^53.
         if (end - start) / step >= max_points {
             return Err(ApiError::bad_data(format!(
@@ -225,11 +263,8 @@ pub async fn query_range(
                 group_thousands(max_points)
             )));
         }
-        let db = st.db()?.clone();
-        let res = blocking(move || {
-            engine
-                .range(db.as_ref(), &expr, start, end, step)
-                .map_err(engine_error)
+        let res = evaluate(&st, opts, move |engine, db| {
+            engine.range(db, &expr, start, end, step)
         })
         .await?;
         Ok::<_, ApiError>(json_response(render(&res)))

@@ -107,9 +107,11 @@ fn pairs(v: Vec<(String, u64)>) -> Value {
 }
 
 /// `GET /api/v1/status/tsdb`: cardinality statistics, the `limit` (default 10) largest
-/// entries of each list. They cover everything stored (head and blocks); `minTime` is
-/// the oldest stored time known without reading samples (the oldest block, else now)
-/// and `maxTime` is now.
+/// entries of each list, over everything stored (head and blocks), as are `numSeries`
+/// and `numLabelPairs`. The rest of `headStats` describes the head, as in Prometheus:
+/// `chunkCount` is its chunks (full and open), `minTime` and `maxTime` its oldest and
+/// newest sample; an empty head reports Prometheus' values for none, `minTime`
+/// 2^63 - 1 and `maxTime` -2^63.
 pub async fn tsdb(State(st): State<Arc<AppState>>, RawQuery(q): RawQuery) -> Response {
     let run = async {
         let p = Params::parse(q.as_deref(), &[]);
@@ -121,16 +123,16 @@ pub async fn tsdb(State(st): State<Arc<AppState>>, RawQuery(q): RawQuery) -> Res
             },
         };
         let db = st.db()?.clone();
-        let (card, stats) =
-            blocking(move || Ok::<_, ApiError>((db.cardinality(limit)?, db.stats()))).await?;
-        let now = tsdb::now_ms();
+        let (card, head) =
+            blocking(move || Ok::<_, ApiError>((db.cardinality(limit)?, db.head_stats()))).await?;
+        let (min_time, max_time) = head.time_range.unwrap_or((i64::MAX, i64::MIN));
         Ok::<_, ApiError>(success(json!({
             "headStats": {
                 "numSeries": card.num_series,
                 "numLabelPairs": card.num_label_pairs,
-                "chunkCount": 0,
-                "minTime": stats.min_time.unwrap_or(now),
-                "maxTime": now,
+                "chunkCount": head.chunks,
+                "minTime": min_time,
+                "maxTime": max_time,
             },
             "seriesCountByMetricName": pairs(card.series_count_by_metric_name),
             "labelValueCountByLabelName": pairs(card.label_value_count_by_label_name),
