@@ -314,7 +314,30 @@ async fn shutdown_signal() {
     }
 }
 
+/// Keeps freed memory for the next query instead of returning it to the kernel at once.
+///
+/// A query allocates its intermediate results (tens of MB for thousands of series) and
+/// frees them when it answers. With glibc's defaults the freed top of the heap goes back
+/// to the kernel, and the next query takes a page fault, and a zeroed page, for every
+/// 4 KiB of it again: measured on the peer comparison's `sum by (instance) (rate(...))`
+/// over 4,000 series, 2,000-5,000 faults and 35-60 ms per query, against 35 ms without
+/// them. Up to 128 MiB of free heap is kept per arena; blocks above 32 MiB are still
+/// mapped and unmapped on their own.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn tune_allocator() {
+    // SAFETY: mallopt only sets allocator parameters; it is called before any other
+    // thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 128 << 20);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn tune_allocator() {}
+
 fn main() -> ExitCode {
+    tune_allocator();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("MINOS_LOG")

@@ -49,7 +49,6 @@ pub fn eval(ev: &Ev<'_>, a: &AggregateExpr) -> Result<Val, Error> {
         Some(p) => ev.eval_scalar(p)?,
         None => vec![f64::NAN; ev.n()],
     };
-    let input = ev.eval_vector(&a.expr)?;
     let group_of = |l: &Labels| {
         if without {
             labels::without(l, &grouping, true)
@@ -57,6 +56,13 @@ pub fn eval(ev: &Ev<'_>, a: &AggregateExpr) -> Result<Val, Error> {
             labels::keep_only(l, &grouping)
         }
     };
+    if !matches!(
+        op,
+        T_TOPK | T_BOTTOMK | T_LIMITK | T_LIMIT_RATIO | T_QUANTILE
+    ) {
+        return streamed(ev, op, &a.expr, group_of);
+    }
+    let input = ev.eval_vector(&a.expr)?;
     let mut group_idx: HashMap<Labels, usize> = HashMap::new();
     let mut group_labels: Vec<Labels> = Vec::new();
     let mut series_group = Vec::with_capacity(input.len());
@@ -84,9 +90,73 @@ pub fn eval(ev: &Ev<'_>, a: &AggregateExpr) -> Result<Val, Error> {
                     crate::functions::fmt_go_float(*q)
                 ));
             }
-            aggregate(ev, op, &param, &input, &series_group, group_labels)
+            quantiles(ev, &param, &input, &series_group, group_labels)
         }
     }
+}
+
+/// Every operator but `quantile` and the `k` ones: the input arrives in batches (see
+/// [`Ev::eval_vector_batched`]) and each series is added, point by point, into one
+/// accumulator per group and step, in input order; only the accumulators are held.
+fn streamed(
+    ev: &Ev<'_>,
+    op: TokenId,
+    e: &Expr,
+    group_of: impl Fn(&Labels) -> Labels,
+) -> Result<Val, Error> {
+    let n = ev.n();
+    let grid = ev.grid;
+    let mut group_idx: HashMap<Labels, usize> = HashMap::new();
+    let mut group_labels: Vec<Labels> = Vec::new();
+    let mut cells: Vec<Acc> = Vec::new();
+    // Prometheus takes a group's `drop_name` from the input series at the group's index.
+    let mut drop_flags: Vec<bool> = Vec::new();
+    ev.eval_vector_batched(e, &mut |batch| {
+        ev.ctx.check()?;
+        for s in batch {
+            drop_flags.push(s.drop_name);
+            let g = group_of(&s.labels);
+            let gi = match group_idx.get(&g) {
+                Some(&gi) => gi,
+                None => {
+                    // The accumulators are held like samples.
+                    ev.ctx.count_loaded(n)?;
+                    let gi = group_labels.len();
+                    group_idx.insert(g.clone(), gi);
+                    group_labels.push(g);
+                    cells.resize(cells.len() + n, Acc::default());
+                    gi
+                }
+            };
+            let row = &mut cells[gi * n..][..n];
+            for p in &s.pts {
+                if let Some(g) = row.get_mut(grid.idx(p.t)) {
+                    acc_add(op, g, p.v);
+                }
+            }
+        }
+        Ok(())
+    })?;
+    let mut out = Vec::with_capacity(group_labels.len());
+    for (gi, labels) in group_labels.into_iter().enumerate() {
+        let pts: Vec<Sample> = cells[gi * n..][..n]
+            .iter()
+            .enumerate()
+            .filter(|(_, g)| g.seen)
+            .map(|(i, g)| Sample {
+                t: grid.ts(i),
+                v: acc_value(op, g),
+            })
+            .collect();
+        if !pts.is_empty() {
+            out.push(Series {
+                labels,
+                drop_name: drop_flags.get(gi).copied().unwrap_or(false),
+                pts,
+            });
+        }
+    }
+    Ok(Val::Vector(out))
 }
 
 #[derive(Clone, Copy, Default)]
@@ -99,19 +169,14 @@ struct Acc {
     incremental: bool,
 }
 
-/// Most accumulator cells (groups × steps) the series-major pass allocates.
-const MAX_CELLS: usize = 1 << 22;
-
-fn aggregate(
+/// `quantile`: step by step, the values of each group gathered and ranked.
+fn quantiles(
     ev: &Ev<'_>,
-    op: TokenId,
     q: &[f64],
     input: &[Series],
     series_group: &[usize],
     group_labels: Vec<Labels>,
 ) -> Result<Val, Error> {
-    let n = ev.n();
-    let ng = group_labels.len();
     let mut out: Vec<Series> = group_labels
         .into_iter()
         .enumerate()
@@ -122,11 +187,7 @@ fn aggregate(
             pts: Vec::new(),
         })
         .collect();
-    if op != T_QUANTILE && ng.saturating_mul(n) <= MAX_CELLS {
-        by_series(ev, op, input, series_group, &mut out)?;
-    } else {
-        by_step(ev, op, q, input, series_group, &mut out)?;
-    }
+    by_step(ev, T_QUANTILE, q, input, series_group, &mut out)?;
     out.retain(|s| !s.pts.is_empty());
     Ok(Val::Vector(out))
 }
@@ -211,44 +272,7 @@ fn acc_value(op: TokenId, g: &Acc) -> f64 {
     }
 }
 
-/// Series by series, into one accumulator per group and step: each series' points are
-/// read in order, and the accumulators of a group stay in cache.
-fn by_series(
-    ev: &Ev<'_>,
-    op: TokenId,
-    input: &[Series],
-    series_group: &[usize],
-    out: &mut [Series],
-) -> Result<(), Error> {
-    let n = ev.n();
-    let grid = ev.grid;
-    let mut accs = vec![Acc::default(); out.len() * n];
-    for (si, s) in input.iter().enumerate() {
-        if si % 1024 == 0 {
-            ev.ctx.check()?;
-        }
-        let cells = &mut accs[series_group[si] * n..][..n];
-        for p in &s.pts {
-            if let Some(g) = cells.get_mut(grid.idx(p.t)) {
-                acc_add(op, g, p.v);
-            }
-        }
-    }
-    for (gi, o) in out.iter_mut().enumerate() {
-        for (i, g) in accs[gi * n..][..n].iter().enumerate() {
-            if g.seen {
-                o.pts.push(Sample {
-                    t: grid.ts(i),
-                    v: acc_value(op, g),
-                });
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Step by step with a cursor per series (`quantile`, and groups × steps too many for
-/// [`by_series`]).
+/// Step by step with a cursor per series (`quantile`).
 fn by_step(
     ev: &Ev<'_>,
     op: TokenId,

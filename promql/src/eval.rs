@@ -136,12 +136,6 @@ impl RangeInput {
             }
         }
     }
-
-    /// A work estimate of walking every window of every series.
-    pub fn work(&self) -> usize {
-        self.series.iter().map(InputSeries::cost).sum::<usize>()
-            + self.series.len() * self.ends.len()
-    }
 }
 
 /// State shared by every node of one query.
@@ -200,7 +194,8 @@ impl Ctx<'_> {
         self.count_loaded(sc.buf.len())
     }
 
-    fn count_loaded(&self, n: usize) -> Result<(), Error> {
+    /// Counts `n` samples held against the query's limit.
+    pub fn count_loaded(&self, n: usize) -> Result<(), Error> {
         let total = self.loaded.fetch_add(n, Ordering::Relaxed) + n;
         if total > self.opts.max_samples {
             return Err(Error::TooManySamples(
@@ -452,6 +447,29 @@ pub fn par_map_with<T: Sync, R: Send, S: Default>(
     Ok(out)
 }
 
+/// Receives the series of an instant vector, a batch at a time, in order.
+pub type Sink<'s> = dyn FnMut(Vec<Series>) -> Result<(), Error> + 's;
+
+/// Input series per batch of [`par_map_batched`]: enough to keep both cores busy, few
+/// enough that a batch's results stay small (2,048 series of 240 points: 8 MB).
+const BATCH: usize = 2048;
+
+/// Maps `items` in parallel (see [`par_map_with`]) a batch at a time and hands each
+/// batch's `Some` results to `sink`, in order. `work` estimates one item's operations.
+pub fn par_map_batched<T: Sync, R: Send, S: Default>(
+    items: &[T],
+    work: impl Fn(&T) -> usize,
+    f: impl Fn(&mut S, &T) -> Result<Option<R>, Error> + Sync,
+    sink: &mut dyn FnMut(Vec<R>) -> Result<(), Error>,
+) -> Result<(), Error> {
+    for batch in items.chunks(BATCH) {
+        let w = batch.iter().map(&work).sum();
+        let out = par_map_with(batch, w, &f)?;
+        sink(out.into_iter().flatten().collect())?;
+    }
+    Ok(())
+}
+
 pub fn offset_ms(o: &Option<Offset>) -> i64 {
     match o {
         None => 0,
@@ -610,6 +628,21 @@ impl<'a> Ev<'a> {
         vs: &VectorSelector,
         timestamps: bool,
     ) -> Result<Vec<Series>, Error> {
+        let mut out = Vec::new();
+        self.vector_selector_into(vs, timestamps, &mut |b| {
+            out.extend(b);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// [`Ev::vector_selector`], handing the series to `sink` a batch at a time.
+    pub fn vector_selector_into(
+        &self,
+        vs: &VectorSelector,
+        timestamps: bool,
+        sink: &mut Sink<'_>,
+    ) -> Result<(), Error> {
         let refs = self.ref_times(&vs.at, &vs.offset);
         let lookback = self.ctx.opts.lookback_delta_ms;
         let (lo, hi) = min_max(&refs);
@@ -617,34 +650,55 @@ impl<'a> Ev<'a> {
         let data = self.select(vs, mint, hi)?;
         let grid = self.grid;
         let ctx = self.ctx;
-        let work = data.iter().map(|s| s.cost()).sum::<usize>() + data.len() * refs.len();
-        let out = par_map_with(&data, work, |sc: &mut Scratch, s| {
-            ctx.check()?;
-            ctx.decode(s, mint, hi, sc)?;
-            let mut pts = Vec::new();
-            let smp = &sc.buf;
-            let mut j = 0;
-            for (i, &r) in refs.iter().enumerate() {
-                while j < smp.len() && smp[j].t <= r {
-                    j += 1;
-                }
-                if j > 0 {
-                    let c = smp[j - 1];
-                    if c.t > r.saturating_sub(lookback) && !is_stale(c.v) {
-                        pts.push(Sample {
-                            t: grid.ts(i),
-                            v: if timestamps { c.t as f64 / 1000.0 } else { c.v },
-                        });
+        let steps = refs.len();
+        par_map_batched(
+            &data,
+            |s| s.cost() + steps,
+            |sc: &mut Scratch, s| {
+                ctx.check()?;
+                ctx.decode(s, mint, hi, sc)?;
+                let smp = &sc.buf;
+                let mut pts = Vec::with_capacity(steps.min(smp.len()));
+                let mut j = 0;
+                for (i, &r) in refs.iter().enumerate() {
+                    while j < smp.len() && smp[j].t <= r {
+                        j += 1;
+                    }
+                    if j > 0 {
+                        let c = smp[j - 1];
+                        if c.t > r.saturating_sub(lookback) && !is_stale(c.v) {
+                            pts.push(Sample {
+                                t: grid.ts(i),
+                                v: if timestamps { c.t as f64 / 1000.0 } else { c.v },
+                            });
+                        }
                     }
                 }
+                Ok((!pts.is_empty()).then(|| Series {
+                    labels: s.labels.clone(),
+                    drop_name: false,
+                    pts,
+                }))
+            },
+            sink,
+        )
+    }
+
+    /// Evaluates instant-vector expression `e` and hands its series to `sink` in order,
+    /// a batch at a time. Selectors and range functions of them produce one output
+    /// series per stored series, so a caller that consumes the batches (an aggregation)
+    /// never holds all of them; other expressions are evaluated whole, as one batch.
+    pub fn eval_vector_batched(&self, e: &Expr, sink: &mut Sink<'_>) -> Result<(), Error> {
+        match unparen(e) {
+            Expr::VectorSelector(vs) => self.vector_selector_into(vs, false, sink),
+            Expr::Call(c) => {
+                if !crate::functions::call_batched(self, c, sink)? {
+                    sink(self.eval_vector(e)?)?;
+                }
+                Ok(())
             }
-            Ok(Series {
-                labels: s.labels.clone(),
-                drop_name: false,
-                pts,
-            })
-        })?;
-        Ok(out.into_iter().filter(|s| !s.pts.is_empty()).collect())
+            _ => sink(self.eval_vector(e)?),
+        }
     }
 
     /// Prepares a range-vector argument: a range selector or a subquery.

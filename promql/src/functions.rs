@@ -12,7 +12,9 @@ use tsdb::labels::METRIC_NAME;
 use tsdb::{Labels, Sample};
 
 use crate::Error;
-use crate::eval::{Ev, RangeInput, Scratch, Series, Val, for_each_window, par_map_with, unparen};
+use crate::eval::{
+    Ev, RangeInput, Scratch, Series, Sink, Val, for_each_window, par_map_batched, unparen,
+};
 use crate::labels;
 
 /// Adds `inc` to `sum` with Kahan compensation `c`; returns the new `(sum, c)`.
@@ -100,7 +102,10 @@ fn string_arg(c: &Call, i: usize) -> Result<String, Error> {
     }
 }
 
-pub fn call(ev: &Ev<'_>, c: &Call) -> Result<Val, Error> {
+/// When `c` is a range function (`rate(x[5m])`, `quantile_over_time(0.9, x[1h])`...),
+/// evaluates it into `sink` a batch at a time and returns true; returns false, having
+/// evaluated nothing, for any other function.
+pub fn call_batched(ev: &Ev<'_>, c: &Call, sink: &mut Sink<'_>) -> Result<bool, Error> {
     let name = c.func.name;
     match name {
         "rate"
@@ -125,10 +130,10 @@ pub fn call(ev: &Ev<'_>, c: &Call) -> Result<Val, Error> {
         | "ts_of_min_over_time"
         | "ts_of_max_over_time"
         | "ts_of_last_over_time"
-        | "ts_of_first_over_time" => range_fn(ev, name, arg(c, 0)?, &[]),
+        | "ts_of_first_over_time" => range_fn(ev, name, arg(c, 0)?, &[], sink)?,
         "predict_linear" => {
             let s = ev.eval_scalar(arg(c, 1)?)?;
-            range_fn(ev, name, arg(c, 0)?, &[s])
+            range_fn(ev, name, arg(c, 0)?, &[s], sink)?
         }
         "quantile_over_time" => {
             let s = ev.eval_scalar(arg(c, 0)?)?;
@@ -137,13 +142,28 @@ pub fn call(ev: &Ev<'_>, c: &Call) -> Result<Val, Error> {
                     "PromQL warning: quantile value should be between 0 and 1, got {q}"
                 ));
             }
-            range_fn(ev, name, arg(c, 1)?, &[s])
+            range_fn(ev, name, arg(c, 1)?, &[s], sink)?
         }
         "double_exponential_smoothing" => {
             let sf = ev.eval_scalar(arg(c, 1)?)?;
             let tf = ev.eval_scalar(arg(c, 2)?)?;
-            range_fn(ev, name, arg(c, 0)?, &[sf, tf])
+            range_fn(ev, name, arg(c, 0)?, &[sf, tf], sink)?
         }
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
+pub fn call(ev: &Ev<'_>, c: &Call) -> Result<Val, Error> {
+    let mut out = Vec::new();
+    if call_batched(ev, c, &mut |b| {
+        out.extend(b);
+        Ok(())
+    })? {
+        return Ok(Val::Vector(out));
+    }
+    let name = c.func.name;
+    match name {
         "absent_over_time" => absent_over_time(ev, arg(c, 0)?),
         "absent" => absent(ev, arg(c, 0)?),
         "timestamp" => {
@@ -588,8 +608,14 @@ fn label_join(ev: &Ev<'_>, c: &Call) -> Result<Val, Error> {
     Ok(Val::Vector(crate::binary::merge_same_labels(ev, ss)?))
 }
 
-/// Evaluates a range-vector function over every series and step.
-fn range_fn(ev: &Ev<'_>, name: &str, a: &Expr, scalars: &[Vec<f64>]) -> Result<Val, Error> {
+/// Evaluates a range-vector function over every series and step, into `sink`.
+fn range_fn(
+    ev: &Ev<'_>,
+    name: &str,
+    a: &Expr,
+    scalars: &[Vec<f64>],
+    sink: &mut Sink<'_>,
+) -> Result<(), Error> {
     let ri: RangeInput = ev.range_input(a)?;
     let fixed = match unparen(a) {
         Expr::MatrixSelector(ms) => ms.vs.at.is_some(),
@@ -629,14 +655,14 @@ fn range_fn(ev: &Ev<'_>, name: &str, a: &Expr, scalars: &[Vec<f64>]) -> Result<V
         }
     }
     let keep_name = name == "last_over_time" || name == "first_over_time";
-    let work = ri.work();
     let range = ri.range;
     let ends = &ri.ends;
+    let steps = ends.len();
     let ri = &ri;
     let counter = name == "rate" || name == "increase";
-    let out = par_map_with(
+    par_map_batched(
         &ri.series,
-        work,
+        |s| s.cost() + steps,
         |(sc, resets): &mut (Scratch, Vec<u32>), s| {
             ctx.check()?;
             let samples = ri.samples(ctx, s, sc)?;
@@ -650,7 +676,7 @@ fn range_fn(ev: &Ev<'_>, name: &str, a: &Expr, scalars: &[Vec<f64>]) -> Result<V
                     resets.push(n);
                 }
             }
-            let mut pts = Vec::new();
+            let mut pts = Vec::with_capacity(steps.min(samples.len()));
             for_each_window(samples, range, ends, |i, lo, w| {
                 let end = ends[i];
                 if counter {
@@ -680,16 +706,14 @@ fn range_fn(ev: &Ev<'_>, name: &str, a: &Expr, scalars: &[Vec<f64>]) -> Result<V
                     pts.push(Sample { t: grid.ts(i), v });
                 }
             });
-            Ok(Series {
+            Ok((!pts.is_empty()).then(|| Series {
                 labels: s.labels.clone(),
                 drop_name: if keep_name { s.drop_name } else { true },
                 pts,
-            })
+            }))
         },
-    )?;
-    Ok(Val::Vector(
-        out.into_iter().filter(|s| !s.pts.is_empty()).collect(),
-    ))
+        sink,
+    )
 }
 
 fn window_fn(

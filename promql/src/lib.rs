@@ -21,6 +21,7 @@
 mod aggregate;
 mod binary;
 mod duration;
+mod durexpr;
 mod eval;
 mod functions;
 mod labels;
@@ -137,7 +138,7 @@ impl Engine {
 fn parse(expr: &str) -> Result<promql_parser::parser::Expr, Error> {
     // The parser is third-party code: a panic on some odd input must not take the
     // caller down, so it becomes a parse error.
-    let expr = expr.to_string();
+    let expr = durexpr::rewrite(expr)?.into_owned();
     match std::panic::catch_unwind(move || promql_parser::parser::parse(&expr)) {
         Ok(r) => r.map_err(|e| Error::Parse(format!("parse error: {e}"))),
         Err(_) => Err(Error::Parse("parse error: malformed expression".into())),
