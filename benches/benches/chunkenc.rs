@@ -273,6 +273,25 @@ fn bench_chunkenc(c: &mut Criterion) {
         });
     }
     group.finish();
+
+    // The bulk path queries take (`DodIter::decode_range`), into a reused buffer.
+    let mut group = c.benchmark_group("dod_decode_range");
+    for case in &cases {
+        let chunk = encode_dod(&case.samples);
+        group.throughput(Throughput::Elements(case.samples.len() as u64));
+        let id = BenchmarkId::new(case.name, case.samples.len());
+        let mut out = Vec::with_capacity(case.samples.len());
+        group.bench_with_input(id, &chunk, |b, chunk| {
+            b.iter(|| {
+                out.clear();
+                DodIter::new(black_box(chunk))
+                    .and_then(|mut it| it.decode_range(i64::MIN, i64::MAX, &mut out))
+                    .expect("decode");
+                out.len()
+            })
+        });
+    }
+    group.finish();
 }
 
 criterion_group! {

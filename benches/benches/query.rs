@@ -4,7 +4,8 @@
 //! `MINOS_BENCH_QUERY_POINTS` points (default 1,000, one every 15 s) of the
 //! node-exporter-like workload, flushes and compacts it into blocks, then times the
 //! queries of `benches/peers/run` through the engine: range queries over the last hour at
-//! a 15 s step, and an instant selector. Set `MINOS_BENCH_QUERY_HEAD=1` to leave the data
+//! a 15 s step, the rate sum over the whole span (at most a day) in 240 steps, and an
+//! instant selector. Set `MINOS_BENCH_QUERY_HEAD=1` to leave the data
 //! in the in-memory head instead.
 
 use std::time::Duration;
@@ -100,6 +101,19 @@ fn queries(c: &mut Criterion) {
             b.iter(|| {
                 engine
                     .range(&db, q, end - 3_600_000, end, 15_000)
+                    .expect("query")
+            })
+        });
+    }
+    // The whole span (at most a day) in 240 steps, as the comparison's long query.
+    let span_ms = (points as i64 * INTERVAL_MS).min(86_400_000);
+    let step = (span_ms / 240 / 15_000).max(1) * 15_000;
+    let long = step * 240;
+    if long > 3_600_000 {
+        g.bench_function("cpu_rate_sum_long", |b| {
+            b.iter(|| {
+                engine
+                    .range(&db, range[0].1, end - long, end, step)
                     .expect("query")
             })
         });

@@ -2,7 +2,8 @@
 //!
 //! 1. The input as a chunk (raw as XOR and as DoD, and with its first byte as the
 //!    encoding byte) must decode without panicking, yield at most its header's sample
-//!    count, stop after an error, and agree with `decode_all`.
+//!    count, stop after an error, and agree with `decode_all`; the bulk decoder
+//!    (`SampleIter::decode_range`) must agree with both.
 //! 2. The input as `(i64 timestamp, u64 value bits)` pairs, little-endian, 16 bytes each,
 //!    must encode and decode back bit-exactly, both as given and with the timestamps
 //!    turned into a running sum of small steps (to reach the narrow delta-of-delta
@@ -72,13 +73,21 @@ fn check_decode(enc: Encoding, chunk: &[u8]) {
         n += 1;
     }
     assert!(n <= total);
+    let mut bulk = Vec::new();
+    let bulk_ok = SampleIter::new(enc, chunk)
+        .and_then(|mut it| it.decode_range(i64::MIN, i64::MAX, &mut bulk))
+        .is_ok();
     match decode_all(enc, chunk) {
         Ok(all) => {
             assert!(!failed);
             assert_eq!(all.len(), total);
             assert_eq!(n, total);
+            // The bulk decoder agrees with the iterator, bit for bit.
+            assert!(bulk_ok);
+            let bits = |v: &[Sample]| v.iter().map(|s| (s.t, s.v.to_bits())).collect::<Vec<_>>();
+            assert_eq!(bits(&bulk), bits(&all));
         }
-        Err(_) => assert!(failed),
+        Err(_) => assert!(failed && !bulk_ok),
     }
 }
 

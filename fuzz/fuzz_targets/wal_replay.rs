@@ -15,7 +15,9 @@ fuzz_target!(|data: &[u8]| {
     // input as a second segment, so it explores headers too.
     let mut seg = b"MWAL\x01\x00\x00\x00".to_vec();
     seg.extend_from_slice(data);
-    if std::fs::write(wal.join("00000001"), &seg).is_err() || std::fs::write(wal.join("00000002"), data).is_err() {
+    if std::fs::write(wal.join("00000001"), &seg).is_err()
+        || std::fs::write(wal.join("00000002"), data).is_err()
+    {
         return;
     }
     let opts = tsdb::Options {

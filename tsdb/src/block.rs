@@ -185,22 +185,25 @@ impl Block {
         if it.num_samples() == 0 {
             return Err(fail("no samples".into()));
         }
+        let before = out.len();
+        let mut it = it;
+        if let Err(e) = it.decode_range(mint, maxt, out) {
+            out.truncate(before);
+            return Err(fail(e.to_string()));
+        }
+        // The checks of `for_each_sample`, on the samples kept (those before `mint` are
+        // decoded but not kept).
         let mut prev = i64::MIN;
-        for s in it {
-            let s = s.map_err(|e| fail(e.to_string()))?;
-            if s.t < c.min_time || s.t > c.max_time || (prev != i64::MIN && prev >= s.t) {
-                return Err(fail(format!(
+        for s in &out[before..] {
+            if s.t < c.min_time || s.t > c.max_time || prev >= s.t {
+                let msg = format!(
                     "sample at {} out of order or outside [{}, {}]",
                     s.t, c.min_time, c.max_time
-                )));
+                );
+                out.truncate(before);
+                return Err(fail(msg));
             }
             prev = s.t;
-            if s.t > maxt {
-                break;
-            }
-            if s.t >= mint {
-                out.push(s);
-            }
         }
         Ok(())
     }

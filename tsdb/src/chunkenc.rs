@@ -130,6 +130,32 @@ impl<'a> SampleIter<'a> {
             SampleIter::Dod(it) => it.num_samples(),
         }
     }
+
+    /// Appends the samples in `[mint, maxt]` to `out`, stopping after `maxt`: what
+    /// iterating and filtering gives, faster. On an error `out` may hold samples of the
+    /// damaged chunk; the caller discards them.
+    pub fn decode_range(
+        &mut self,
+        mint: i64,
+        maxt: i64,
+        out: &mut Vec<Sample>,
+    ) -> Result<(), ChunkError> {
+        match self {
+            SampleIter::Dod(it) => it.decode_range(mint, maxt, out),
+            SampleIter::Xor(it) => {
+                for s in it.by_ref() {
+                    let s = s?;
+                    if s.t > maxt {
+                        break;
+                    }
+                    if s.t >= mint {
+                        out.push(s);
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
 }
 
 impl Iterator for SampleIter<'_> {

@@ -33,6 +33,20 @@ impl Part {
     /// Replaces `out` with this part's samples in `[mint, maxt]`.
     fn decode(&self, mint: i64, maxt: i64, out: &mut Vec<Sample>) -> Result<(), QueryError> {
         out.clear();
+        self.decode_append(mint, maxt, out)
+    }
+
+    /// The earliest time of a block part (its first chunk's), else `None`.
+    fn block_min_time(&self) -> Option<i64> {
+        match self {
+            Part::Block { chunks, .. } => chunks.first().map(|c| c.min_time),
+            _ => None,
+        }
+    }
+
+    /// Appends this part's samples in `[mint, maxt]` to `out` (which the head parts,
+    /// merging their out-of-order samples, replace instead).
+    fn decode_append(&self, mint: i64, maxt: i64, out: &mut Vec<Sample>) -> Result<(), QueryError> {
         match self {
             Part::Block { block, chunks } => {
                 for c in chunks {
@@ -127,6 +141,14 @@ impl SelectedSeries {
             p.decode(mint, maxt, out)?;
         }
         for p in parts {
+            // A block part that starts after everything decoded so far (blocks of later
+            // windows) decodes straight onto the end.
+            if let (Some(l), Some(first)) = (out.last(), p.block_min_time())
+                && first > l.t
+            {
+                p.decode_append(mint, maxt, out)?;
+                continue;
+            }
             p.decode(mint, maxt, scratch)?;
             match (out.last(), scratch.first()) {
                 (_, None) => {}
