@@ -666,9 +666,10 @@ fn range_fn(
         |(sc, resets): &mut (Scratch, Vec<u32>), s| {
             ctx.check()?;
             let samples = ri.samples(ctx, s, sc)?;
-            if counter {
-                // Counter resets before each sample, so a window without one skips the scan.
-                resets.clear();
+            // Counter resets up to each sample, so a window without one skips the scan;
+            // empty when the series has none at all (the usual case).
+            resets.clear();
+            if counter && samples.windows(2).any(|w| w[1].v < w[0].v) {
                 let mut n = 0u32;
                 resets.push(0);
                 for w in samples.windows(2) {
@@ -680,7 +681,7 @@ fn range_fn(
             for_each_window(samples, range, ends, |i, lo, w| {
                 let end = ends[i];
                 if counter {
-                    let any_reset = resets[lo + w.len() - 1] != resets[lo];
+                    let any_reset = !resets.is_empty() && resets[lo + w.len() - 1] != resets[lo];
                     let start = end.saturating_sub(range);
                     if let Some(v) =
                         extrapolated_rate(w, start, end, range, true, name == "rate", any_reset)
