@@ -598,49 +598,18 @@ impl<'a> DodIter<'a> {
         out.reserve(self.total - self.read);
         match self.kind {
             ValueKind::Decimal => {
-                // The state lives in locals for the loop, so that it stays in registers
-                // instead of going through memory from one sample to the next.
-                let (t_code, v_code) = (self.t_code.clone(), self.v_code.clone());
-                let (mut ts, mut vs) = (self.ts.clone(), self.vs.clone());
-                let (mut grid, mut m, mut d) = (self.grid, self.m, self.d);
-                let (stride, tolerance) = (self.stride, self.tolerance);
-                let (keep_m, keep_d) = (self.keep_m, self.keep_d);
-                let (scale, integers, total) = (self.scale, self.integers, self.total);
-                let mut read = self.read;
-                while read < total {
-                    let e = t_code.read(&mut ts);
-                    let pred = grid.wrapping_add(stride);
-                    let t = pred.wrapping_add(e);
-                    grid = if e.unsigned_abs() <= tolerance {
-                        pred
-                    } else {
-                        t
-                    };
-                    let v = if read >= self.stop {
-                        let v = f64::from_bits(self.exceptions.take());
-                        self.stop = total.min(self.exceptions.next);
-                        v
-                    } else {
-                        let r = v_code.read(&mut vs);
-                        d = (d & keep_d).wrapping_add(r);
-                        m = (m & keep_m).wrapping_add(d);
-                        if integers { m as f64 } else { m as f64 / scale }
-                    };
-                    read += 1;
-                    if t > maxt {
-                        break;
-                    }
-                    if t >= mint {
-                        out.push(Sample { t, v });
-                    }
+                use super::intcode::{MODE_CONSTANT as C, MODE_FIXED as F, MODE_GENERAL as G};
+                match (self.t_code.mode(), self.v_code.mode()) {
+                    (C, C) => self.decimal_range::<C, C>(mint, maxt, out),
+                    (C, F) => self.decimal_range::<C, F>(mint, maxt, out),
+                    (C, _) => self.decimal_range::<C, G>(mint, maxt, out),
+                    (F, C) => self.decimal_range::<F, C>(mint, maxt, out),
+                    (F, F) => self.decimal_range::<F, F>(mint, maxt, out),
+                    (F, _) => self.decimal_range::<F, G>(mint, maxt, out),
+                    (_, C) => self.decimal_range::<G, C>(mint, maxt, out),
+                    (_, F) => self.decimal_range::<G, F>(mint, maxt, out),
+                    (_, _) => self.decimal_range::<G, G>(mint, maxt, out),
                 }
-                (self.ts, self.vs) = (ts, vs);
-                (self.grid, self.m, self.d, self.read) = (grid, m, d, read);
-                if self.ts.overrun() || self.vs.overrun() {
-                    self.read = self.total;
-                    return Err(ChunkError::Truncated);
-                }
-                Ok(())
             }
             ValueKind::Xor => {
                 for s in self.by_ref() {
@@ -655,6 +624,58 @@ impl<'a> DodIter<'a> {
                 Ok(())
             }
         }
+    }
+
+    /// The decimal-values loop of [`DodIter::decode_range`], for timestamp and value
+    /// codes of modes `TM` and `VM` (see `IntDecoder::mode`). The state lives in locals
+    /// for the loop, so that it stays in registers from one sample to the next.
+    fn decimal_range<const TM: u8, const VM: u8>(
+        &mut self,
+        mint: i64,
+        maxt: i64,
+        out: &mut Vec<Sample>,
+    ) -> Result<(), ChunkError> {
+        let (t_code, v_code) = (self.t_code.clone(), self.v_code.clone());
+        let (mut ts, mut vs) = (self.ts.clone(), self.vs.clone());
+        let (mut grid, mut m, mut d) = (self.grid, self.m, self.d);
+        let (stride, tolerance) = (self.stride, self.tolerance);
+        let (keep_m, keep_d) = (self.keep_m, self.keep_d);
+        let (scale, integers, total) = (self.scale, self.integers, self.total);
+        let mut read = self.read;
+        while read < total {
+            let e = t_code.read_mode::<TM>(&mut ts);
+            let pred = grid.wrapping_add(stride);
+            let t = pred.wrapping_add(e);
+            grid = if e.unsigned_abs() <= tolerance {
+                pred
+            } else {
+                t
+            };
+            let v = if read >= self.stop {
+                let v = f64::from_bits(self.exceptions.take());
+                self.stop = total.min(self.exceptions.next);
+                v
+            } else {
+                let r = v_code.read_mode::<VM>(&mut vs);
+                d = (d & keep_d).wrapping_add(r);
+                m = (m & keep_m).wrapping_add(d);
+                if integers { m as f64 } else { m as f64 / scale }
+            };
+            read += 1;
+            if t > maxt {
+                break;
+            }
+            if t >= mint {
+                out.push(Sample { t, v });
+            }
+        }
+        (self.ts, self.vs) = (ts, vs);
+        (self.grid, self.m, self.d, self.read) = (grid, m, d, read);
+        if self.ts.overrun() || self.vs.overrun() {
+            self.read = self.total;
+            return Err(ChunkError::Truncated);
+        }
+        Ok(())
     }
 
     /// Decodes the next timestamp.

@@ -229,7 +229,44 @@ pub(super) struct IntDecoder {
     factor: i64,
 }
 
+/// [`IntDecoder::mode`]: every residual is the offset.
+pub(super) const MODE_CONSTANT: u8 = 0;
+/// One bucket whose codes fit one peek: a fixed-width field.
+pub(super) const MODE_FIXED: u8 = 1;
+/// Anything else.
+pub(super) const MODE_GENERAL: u8 = 2;
+
 impl IntDecoder {
+    /// Which of the specialised readers of [`Self::read_mode`] applies to this code.
+    pub(super) fn mode(&self) -> u8 {
+        if self.lens == 0 {
+            MODE_CONSTANT
+        } else if self.single && !self.long {
+            MODE_FIXED
+        } else {
+            MODE_GENERAL
+        }
+    }
+
+    /// [`Self::read`] for a code of mode `M` (see [`Self::mode`]): the same value, with
+    /// the branches that do not apply to the mode compiled out.
+    #[inline(always)]
+    pub(super) fn read_mode<const M: u8>(&self, r: &mut impl ReadBits) -> i64 {
+        match M {
+            MODE_CONSTANT => self.offset,
+            MODE_FIXED => {
+                // One bucket: no prefix, and the code is its payload, `1..=57` bits.
+                let len = self.lens & 0xff;
+                let w = r.peek();
+                r.skip(len);
+                let u = w >> (64 - len);
+                let q = if self.zigzag { unzigzag(u) } else { u as i64 };
+                self.offset.wrapping_add(self.factor.wrapping_mul(q))
+            }
+            _ => self.read(r),
+        }
+    }
+
     /// Reads one residual.
     #[inline(always)]
     pub(super) fn read(&self, r: &mut impl ReadBits) -> i64 {
