@@ -430,19 +430,28 @@ fn labels(out: &mut String, l: &tsdb::Labels) {
 /// A JSON string literal.
 fn string(out: &mut String, s: &str) {
     out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
+    // Runs of characters that need no escape are copied whole; every character that
+    // does is ASCII, so the runs end on character boundaries.
+    let b = s.as_bytes();
+    let mut start = 0;
+    for (i, &c) in b.iter().enumerate() {
+        if c >= 0x20 && c != b'"' && c != b'\\' {
+            continue;
         }
+        out.push_str(&s[start..i]);
+        match c {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            c => {
+                let _ = write!(out, "\\u{:04x}", c);
+            }
+        }
+        start = i + 1;
     }
+    out.push_str(&s[start..]);
     out.push('"');
 }
 
@@ -475,6 +484,23 @@ mod tests {
         assert_eq!(v(f64::INFINITY), "+Inf");
         assert_eq!(v(f64::NEG_INFINITY), "-Inf");
         assert_eq!(v(123456.789), "123456.789");
+    }
+
+    #[test]
+    fn strings_are_escaped_into_valid_json() {
+        for raw in [
+            "",
+            "plain",
+            "quote \" backslash \\ end",
+            "\n\r\t\u{1}\u{1f}",
+            "ünïcödé ✓ \"mixed\"\n",
+            "\\",
+        ] {
+            let mut out = String::new();
+            string(&mut out, raw);
+            let back: String = serde_json::from_str(&out).expect("valid JSON");
+            assert_eq!(back, raw, "{out}");
+        }
     }
 
     #[test]
