@@ -598,16 +598,25 @@ impl<'a> DodIter<'a> {
         out.reserve(self.total - self.read);
         match self.kind {
             ValueKind::Decimal => {
-                use super::intcode::{MODE_CONSTANT as C, MODE_FIXED as F, MODE_GENERAL as G};
+                use super::intcode::{
+                    MODE_BUCKETS as B, MODE_CONSTANT as C, MODE_FIXED as F, MODE_GENERAL as G,
+                };
                 match (self.t_code.mode(), self.v_code.mode()) {
                     (C, C) => self.decimal_range::<C, C>(mint, maxt, out),
                     (C, F) => self.decimal_range::<C, F>(mint, maxt, out),
+                    (C, B) => self.decimal_range::<C, B>(mint, maxt, out),
                     (C, _) => self.decimal_range::<C, G>(mint, maxt, out),
                     (F, C) => self.decimal_range::<F, C>(mint, maxt, out),
                     (F, F) => self.decimal_range::<F, F>(mint, maxt, out),
+                    (F, B) => self.decimal_range::<F, B>(mint, maxt, out),
                     (F, _) => self.decimal_range::<F, G>(mint, maxt, out),
+                    (B, C) => self.decimal_range::<B, C>(mint, maxt, out),
+                    (B, F) => self.decimal_range::<B, F>(mint, maxt, out),
+                    (B, B) => self.decimal_range::<B, B>(mint, maxt, out),
+                    (B, _) => self.decimal_range::<B, G>(mint, maxt, out),
                     (_, C) => self.decimal_range::<G, C>(mint, maxt, out),
                     (_, F) => self.decimal_range::<G, F>(mint, maxt, out),
+                    (_, B) => self.decimal_range::<G, B>(mint, maxt, out),
                     (_, _) => self.decimal_range::<G, G>(mint, maxt, out),
                 }
             }

@@ -233,7 +233,9 @@ pub(super) struct IntDecoder {
 pub(super) const MODE_CONSTANT: u8 = 0;
 /// One bucket whose codes fit one peek: a fixed-width field.
 pub(super) const MODE_FIXED: u8 = 1;
-/// Anything else.
+/// Several buckets whose codes fit one peek.
+pub(super) const MODE_BUCKETS: u8 = 3;
+/// Anything else (a code longer than one peek).
 pub(super) const MODE_GENERAL: u8 = 2;
 
 impl IntDecoder {
@@ -243,6 +245,8 @@ impl IntDecoder {
             MODE_CONSTANT
         } else if self.single && !self.long {
             MODE_FIXED
+        } else if !self.long {
+            MODE_BUCKETS
         } else {
             MODE_GENERAL
         }
@@ -260,6 +264,19 @@ impl IntDecoder {
                 let w = r.peek();
                 r.skip(len);
                 let u = w >> (64 - len);
+                let q = if self.zigzag { unzigzag(u) } else { u as i64 };
+                self.offset.wrapping_add(self.factor.wrapping_mul(q))
+            }
+            MODE_BUCKETS => {
+                // The top two bits select the bucket; every code is `1..=57` bits.
+                let w = r.peek();
+                let top = (w >> 62) as usize;
+                let shift = 8 * top as u32;
+                let len = (self.lens >> shift) & 0xff;
+                let width = (self.widths >> shift) & 0xff;
+                r.skip(len);
+                let bits = (w >> (64 - len)) & !(u64::MAX << width);
+                let u = self.starts[top & 3].wrapping_add(bits);
                 let q = if self.zigzag { unzigzag(u) } else { u as i64 };
                 self.offset.wrapping_add(self.factor.wrapping_mul(q))
             }
