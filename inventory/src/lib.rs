@@ -6,12 +6,14 @@
 //! hosts; [`selector`] parses one and resolves it against a [`tree::Inventory`], the one
 //! resolver every feature that targets hosts uses.
 //!
-//! This crate holds the model and its rules, with no I/O; the metadata store and the HTTP
-//! API build on it.
+//! [`tree`] holds the model and its rules, with no I/O; [`store`] persists it (SQLite by
+//! default) and the HTTP API builds on that.
 
 pub mod glob;
 pub mod selector;
+pub mod store;
 pub mod tree;
 
 pub use selector::{Selector, SelectorError};
+pub use store::{Store, StoreError};
 pub use tree::{HostId, Inventory, NodeId, TreeError};

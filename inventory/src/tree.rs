@@ -110,6 +110,67 @@ impl Inventory {
         Inventory::default()
     }
 
+    /// An inventory from stored nodes and hosts, checked against every rule: parents and
+    /// attached nodes exist, no cycles, unique sibling and host names, valid names, kinds
+    /// and tags. New ids continue after the largest one given.
+    pub fn from_parts(nodes: Vec<Node>, hosts: Vec<Host>) -> Result<Inventory, String> {
+        let mut inv = Inventory::new();
+        for n in nodes {
+            check_name(&n.name).map_err(|e| format!("node {}: {e}", n.id.0))?;
+            if !valid_key(&n.kind) {
+                return Err(format!("node {}: invalid kind {:?}", n.id.0, n.kind));
+            }
+            for (k, v) in &n.tags {
+                if !valid_key(k) || check_name(v).is_err() {
+                    return Err(format!("node {}: invalid tag {k}={v}", n.id.0));
+                }
+            }
+            inv.next_id = inv.next_id.max(n.id.0);
+            if inv.nodes.insert(n.id, n.clone()).is_some() {
+                return Err(format!("node {}: duplicate id", n.id.0));
+            }
+        }
+        for n in inv.nodes.values() {
+            if let Some(p) = n.parent
+                && !inv.nodes.contains_key(&p)
+            {
+                return Err(format!("node {}: parent {} does not exist", n.id.0, p.0));
+            }
+            // Walking up must reach a root within as many steps as there are nodes.
+            let mut at = n.parent;
+            let mut steps = 0;
+            while let Some(p) = at {
+                steps += 1;
+                if p == n.id || steps > inv.nodes.len() {
+                    return Err(format!("node {}: its parents form a cycle", n.id.0));
+                }
+                at = inv.nodes.get(&p).and_then(|x| x.parent);
+            }
+            if inv.sibling_exists(n.parent, &n.name, Some(n.id)) {
+                return Err(format!("node {}: {} exists twice", n.id.0, inv.path(n.id)));
+            }
+        }
+        for h in hosts {
+            check_name(&h.hostname).map_err(|e| format!("host {}: {e}", h.id.0))?;
+            if inv.host_by_name(&h.hostname).is_some() {
+                return Err(format!("host {}: name {} exists twice", h.id.0, h.hostname));
+            }
+            if let Some(n) = h.nodes.iter().find(|n| !inv.nodes.contains_key(n)) {
+                return Err(format!("host {}: attached to missing node {}", h.id.0, n.0));
+            }
+            for (k, v) in &h.tags {
+                if !valid_key(k) || check_name(v).is_err() {
+                    return Err(format!("host {}: invalid tag {k}={v}", h.id.0));
+                }
+            }
+            inv.next_id = inv.next_id.max(h.id.0);
+            if inv.hosts.insert(h.id, h.clone()).is_some() {
+                return Err(format!("host {}: duplicate id", h.id.0));
+            }
+        }
+        Ok(inv)
+    }
+
     fn next(&mut self) -> u64 {
         self.next_id += 1;
         self.next_id
