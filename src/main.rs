@@ -1,6 +1,6 @@
 //! The `minos` binary: subcommands only. `minos server` runs everything central.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -267,6 +267,15 @@ fn server(args: ServerArgs) -> Result<()> {
             .with_context(|| format!("cannot listen on {listen}"))?;
         tracing::info!("listening on {}", listener.local_addr()?);
         let state = web::AppState::new(settings);
+        std::fs::create_dir_all(&data)
+            .with_context(|| format!("{}: cannot create the data directory", data.display()))?;
+        let meta = data.join("meta.db");
+        let store = inventory::Store::open_sqlite(&meta)
+            .await
+            .with_context(|| format!("{}: cannot open the metadata store", meta.display()))?;
+        first_start_tokens(&store, &data).await?;
+        let store = Arc::new(store);
+        state.set_inventory(store.clone());
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut rx = stop_rx.clone();
         let server = tokio::spawn(web::serve(listener, state.clone(), async move {
@@ -293,9 +302,49 @@ fn server(args: ServerArgs) -> Result<()> {
         })
         .await?
         .context("closing the storage engine")?;
+        store.close().await;
         tracing::info!("stopped cleanly");
         Ok(())
     })
+}
+
+/// On the first start (no token in the store yet): creates an admin token and an agent
+/// enrollment token, writes them to `<data>/admin.token` and `<data>/enroll.token`
+/// (mode 0600) and prints them, the only time they are shown.
+async fn first_start_tokens(store: &inventory::Store, data: &Path) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if !store.list_tokens().await?.is_empty() {
+        return Ok(());
+    }
+    let admin = store
+        .create_token(inventory::TokenKind::Admin, "created at first start")
+        .await?;
+    let enroll = store
+        .create_token(inventory::TokenKind::Enroll, "created at first start")
+        .await?;
+    for (file, token) in [("admin.token", &admin), ("enroll.token", &enroll)] {
+        let path = data.join(file);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("{}: cannot write", path.display()))?;
+        writeln!(f, "{token}").with_context(|| format!("{}: cannot write", path.display()))?;
+        f.sync_all()
+            .with_context(|| format!("{}: cannot write", path.display()))?;
+    }
+    println!(
+        "first start: created an admin token and an agent enrollment token\n\
+         admin token:      {admin}\n\
+         enrollment token: {enroll}\n\
+         (also in {}/admin.token and {}/enroll.token, readable by this user only)",
+        data.display(),
+        data.display()
+    );
+    Ok(())
 }
 
 async fn shutdown_signal() {

@@ -21,3 +21,6 @@ mod grafana;
 
 // PromQL over HTTP: errors, limits, and the `minos query` command.
 mod query;
+
+// The ops API: first-start tokens, authentication.
+mod ops;

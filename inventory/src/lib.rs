@@ -12,8 +12,10 @@
 pub mod glob;
 pub mod selector;
 pub mod store;
+pub mod tokens;
 pub mod tree;
 
 pub use selector::{Selector, SelectorError};
 pub use store::{Store, StoreError};
+pub use tokens::{TokenInfo, TokenKind};
 pub use tree::{HostId, Inventory, NodeId, TreeError};

@@ -16,6 +16,8 @@
 //! hosts(id PK, hostname UNIQUE)
 //! host_tags(host_id, key, value)                PK (host_id, key)
 //! host_nodes(host_id, node_id)                  PK (host_id, node_id)
+//! tokens(id PK, kind, name, hash UNIQUE,         kind: admin | api | enroll; hash: hex
+//!        created, revoked NULL)                 SHA-256 of the token; times: Unix ms
 //! ```
 //! Loading checks every rule again ([`Inventory::from_parts`]): a database edited into an
 //! invalid state is refused with the row named, never half-loaded.
@@ -31,7 +33,7 @@ use crate::tree::{Host, HostId, Inventory, Node, NodeId, TreeError};
 
 const SCHEMA_VERSION: i64 = 1;
 
-const SCHEMA: [&str; 6] = [
+const SCHEMA: [&str; 7] = [
     "CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS nodes (id BIGINT PRIMARY KEY, parent BIGINT NULL, \
      name TEXT NOT NULL, kind TEXT NOT NULL, owners TEXT NOT NULL DEFAULT '')",
@@ -42,6 +44,8 @@ const SCHEMA: [&str; 6] = [
      value TEXT NOT NULL, PRIMARY KEY (host_id, key))",
     "CREATE TABLE IF NOT EXISTS host_nodes (host_id BIGINT NOT NULL, node_id BIGINT NOT NULL, \
      PRIMARY KEY (host_id, node_id))",
+    "CREATE TABLE IF NOT EXISTS tokens (id BIGINT PRIMARY KEY, kind TEXT NOT NULL, \
+     name TEXT NOT NULL, hash TEXT NOT NULL UNIQUE, created BIGINT NOT NULL, revoked BIGINT NULL)",
 ];
 
 /// Why a store operation failed.
@@ -284,6 +288,11 @@ impl Store {
         }
         q.execute(&self.pool).await?;
         Ok(())
+    }
+
+    /// The database pool, for the other tables of the store (tokens).
+    pub(crate) fn pool(&self) -> &SqlitePool {
+        &self.pool
     }
 
     /// Closes the database.

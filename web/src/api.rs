@@ -40,6 +40,19 @@ impl ApiError {
         }
     }
 
+    /// An error with any status and error type.
+    pub fn with_status(
+        status: StatusCode,
+        error_type: &'static str,
+        msg: impl Into<String>,
+    ) -> ApiError {
+        ApiError {
+            status,
+            error_type,
+            message: msg.into(),
+        }
+    }
+
     pub fn unavailable(msg: impl Into<String>) -> ApiError {
         ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,

@@ -12,10 +12,12 @@
 //! - `write`: `POST /api/v1/write` (remote_write 1.0).
 //! - `export`: `GET /api/v1/export`, raw samples as JSON lines.
 //! - `ops`: health, readiness, `/metrics`, `/internal/force_flush`, `/internal/force_merge`.
+//! - `opsapi`: the ops API under `/api/ops/v1/` (inventory), behind API tokens.
 
 pub mod api;
 pub mod export;
 pub mod ops;
+pub mod opsapi;
 pub mod params;
 pub mod query;
 pub mod slots;
@@ -64,6 +66,8 @@ pub struct AppState {
     /// Set once the storage engine has opened (log replayed); until then every data
     /// endpoint answers 503 and `/-/ready` says why.
     db: OnceLock<Arc<Db>>,
+    /// Set once the metadata store has opened; until then the ops API answers 503.
+    inventory: OnceLock<Arc<inventory::Store>>,
     settings: Settings,
     /// Query slots, sized by `settings.query_max_concurrency`.
     pub(crate) slots: slots::QuerySlots,
@@ -85,6 +89,7 @@ impl AppState {
     pub fn new(settings: Settings) -> Arc<AppState> {
         Arc::new(AppState {
             db: OnceLock::new(),
+            inventory: OnceLock::new(),
             slots: slots::QuerySlots::new(settings.query_max_concurrency),
             settings,
             started: std::time::SystemTime::now(),
@@ -95,6 +100,15 @@ impl AppState {
     /// Makes the engine available to the handlers.
     pub fn set_db(&self, db: Arc<Db>) {
         let _ = self.db.set(db);
+    }
+
+    /// Makes the metadata store available to the ops API.
+    pub fn set_inventory(&self, store: Arc<inventory::Store>) {
+        let _ = self.inventory.set(store);
+    }
+
+    pub(crate) fn inventory(&self) -> Option<&Arc<inventory::Store>> {
+        self.inventory.get()
     }
 
     pub(crate) fn db(&self) -> Result<&Arc<Db>, api::ApiError> {
@@ -152,8 +166,20 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/status/config", get(status::config))
         .route("/api/v1/status/tsdb", get(status::tsdb))
         .route("/api/v1/status/walreplay", get(status::walreplay))
+        .nest("/api/ops/v1", ops_router(state.clone()))
         .layer(axum::extract::DefaultBodyLimit::max(16 << 20))
         .with_state(state)
+}
+
+/// `/api/ops/v1/...`, every route behind a token.
+fn ops_router(state: Arc<AppState>) -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/hosts", get(opsapi::hosts))
+        .route("/tree", get(opsapi::tree))
+        .layer(axum::middleware::from_fn_with_state(
+            state,
+            opsapi::require_token,
+        ))
 }
 
 /// Serves `router(state)` on `listener` until `shutdown` completes.
