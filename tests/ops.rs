@@ -71,3 +71,162 @@ fn first_start_tokens_guard_the_ops_api() {
     assert_eq!(code, 200);
     s.stop();
 }
+
+fn send(
+    s: &Server,
+    method: reqwest::Method,
+    path: &str,
+    token: &str,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let r = client()
+        .request(method, s.url(path))
+        .bearer_auth(token)
+        .body(body.to_string())
+        .send()
+        .expect("request");
+    let status = r.status().as_u16();
+    (status, json(&r.text().expect("body")))
+}
+
+fn hostnames(body: &serde_json::Value) -> Vec<String> {
+    body["data"]["hosts"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|h| h["hostname"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn the_tree_hosts_and_tags_are_managed_over_the_api() {
+    use reqwest::Method;
+    use serde_json::json;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let s = Server::start(&data, &[]);
+    let admin = std::fs::read_to_string(data.join("admin.token"))
+        .expect("token")
+        .trim()
+        .to_string();
+    let post = |path: &str, body: serde_json::Value| send(&s, Method::POST, path, &admin, body);
+    for (parent, name, kind) in [
+        ("/", "sre", "team"),
+        ("/sre", "minos", "service"),
+        ("/sre/minos", "web", "module"),
+        ("", "ops", "team"),
+    ] {
+        let (code, body) = post(
+            "/api/ops/v1/tree/nodes",
+            json!({"parent": parent, "name": name, "kind": kind}),
+        );
+        assert_eq!(code, 200, "{body}");
+    }
+    let (code, body) = post(
+        "/api/ops/v1/tree/nodes",
+        json!({"parent": "/sre", "name": "minos", "kind": "service"}),
+    );
+    assert_eq!((code, body["errorType"].as_str()), (409, Some("conflict")));
+    let (code, _) = post(
+        "/api/ops/v1/tree/nodes",
+        json!({"parent": "/nope", "name": "x", "kind": "team"}),
+    );
+    assert_eq!(code, 404);
+    let (code, body) = post(
+        "/api/ops/v1/tree/nodes",
+        json!({"name": "x", "kind": "team", "extra": 1}),
+    );
+    assert_eq!(code, 400, "unknown fields are refused: {body}");
+    let (code, _) = send(
+        &s,
+        Method::POST,
+        "/api/ops/v1/tree/nodes",
+        &admin,
+        json!("{"),
+    );
+    assert_eq!(code, 400);
+
+    for (h, nodes) in [
+        ("web-01", json!(["/sre/minos/web"])),
+        ("web-02", json!(["/sre/minos/web"])),
+        ("db-01", json!([])),
+    ] {
+        let (code, body) = post("/api/ops/v1/hosts", json!({"hostname": h, "nodes": nodes}));
+        assert_eq!(code, 200, "{body}");
+    }
+    let (code, _) = post(
+        "/api/ops/v1/hosts",
+        json!({"hostname": "x-01", "nodes": ["/missing"]}),
+    );
+    assert_eq!(code, 404);
+    let (code, _) = call(&s, "/api/ops/v1/hosts?selector=x-01", Some(&admin));
+    assert_eq!(code, 400, "a refused host was not added");
+    let (code, body) = post(
+        "/api/ops/v1/tags",
+        json!({"node": "/sre", "tags": {"env": "prod"}}),
+    );
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = post(
+        "/api/ops/v1/tags",
+        json!({"host": "web-02", "tags": {"env": "canary"}}),
+    );
+    assert_eq!(code, 200, "{body}");
+    let (code, _) = post(
+        "/api/ops/v1/attach",
+        json!({"host": "db-01", "node": "/ops"}),
+    );
+    assert_eq!(code, 200);
+
+    let q = |sel: &str| {
+        let (code, body) = call(
+            &s,
+            &format!("/api/ops/v1/hosts?selector={}", crate::util::urlencode(sel)),
+            Some(&admin),
+        );
+        assert_eq!(code, 200, "{body}");
+        hostnames(&body)
+    };
+    assert_eq!(q("/sre/minos/web"), ["web-01", "web-02"]);
+    assert_eq!(q("team=sre,env=prod"), ["web-01"]);
+    assert_eq!(q("env=canary"), ["web-02"]);
+    assert_eq!(q("team=ops"), ["db-01"]);
+
+    let (code, body) = post(
+        "/api/ops/v1/tree/move",
+        json!({"path": "/sre", "to": "/sre/minos"}),
+    );
+    assert_eq!(
+        (code, body["errorType"].as_str()),
+        (400, Some("bad_data")),
+        "{body}"
+    );
+    let (code, body) = send(
+        &s,
+        Method::DELETE,
+        "/api/ops/v1/tree/nodes?path=/sre/minos",
+        &admin,
+        json!(null),
+    );
+    assert_eq!(code, 409, "{body}");
+    let (code, body) = post(
+        "/api/ops/v1/tree/move",
+        json!({"path": "/sre/minos", "to": "/ops"}),
+    );
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["data"]["path"], "/ops/minos");
+    assert_eq!(q("team=ops"), ["db-01", "web-01", "web-02"]);
+    s.stop();
+
+    // Everything survives a restart.
+    let s = Server::start(&data, &[]);
+    let (code, body) = call(
+        &s,
+        "/api/ops/v1/hosts?selector=/ops/minos/web",
+        Some(&admin),
+    );
+    assert_eq!(code, 200);
+    assert_eq!(hostnames(&body), ["web-01", "web-02"]);
+    s.stop();
+}

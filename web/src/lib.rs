@@ -174,8 +174,17 @@ pub fn router(state: Arc<AppState>) -> Router {
 /// `/api/ops/v1/...`, every route behind a token.
 fn ops_router(state: Arc<AppState>) -> Router<Arc<AppState>> {
     Router::new()
-        .route("/hosts", get(opsapi::hosts))
+        .route("/hosts", get(opsapi::hosts).post(opsapi::add_host))
         .route("/tree", get(opsapi::tree))
+        .route(
+            "/tree/nodes",
+            post(opsapi::add_node).delete(opsapi::remove_node),
+        )
+        .route("/tree/move", post(opsapi::move_node))
+        .route("/tags", post(opsapi::tags))
+        .route("/attach", post(opsapi::attach))
+        .route("/detach", post(opsapi::detach))
+        .layer(axum::extract::DefaultBodyLimit::max(1 << 20))
         .layer(axum::middleware::from_fn_with_state(
             state,
             opsapi::require_token,

@@ -115,3 +115,254 @@ pub async fn tree(State(st): State<Arc<AppState>>) -> Response {
     nodes.sort_by(|a, b| a.0.cmp(&b.0));
     success(json!({ "nodes": nodes.into_iter().map(|(_, v)| v).collect::<Vec<_>>() }))
 }
+
+/// A store error as an HTTP error: rule violations are the client's (400, 404, 409).
+fn store_error(e: inventory::StoreError) -> ApiError {
+    use inventory::TreeError as T;
+    match e {
+        inventory::StoreError::Rule(r) => {
+            let (status, kind) = match &r {
+                T::Exists(_) | T::NotEmpty(..) => (StatusCode::CONFLICT, "conflict"),
+                T::NoNode | T::NoHost => (StatusCode::NOT_FOUND, "not_found"),
+                T::InvalidName(..) | T::InvalidKey(_) | T::Cycle(_) => {
+                    (StatusCode::BAD_REQUEST, "bad_data")
+                }
+            };
+            ApiError::with_status(status, kind, r.to_string())
+        }
+        other => ApiError::internal(other.to_string()),
+    }
+}
+
+/// The JSON body of a request, or a 400 naming what is wrong with it.
+fn body_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_data(format!("request body: {e}")))
+}
+
+fn node_at(inv: &Inventory, path: &str) -> Result<inventory::NodeId, ApiError> {
+    inv.node_by_path(path).ok_or_else(|| {
+        ApiError::with_status(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no tree node {path}"),
+        )
+    })
+}
+
+fn host_named(inv: &Inventory, name: &str) -> Result<inventory::HostId, ApiError> {
+    inv.host_by_name(name).map(|h| h.id).ok_or_else(|| {
+        ApiError::with_status(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no host named {name}"),
+        )
+    })
+}
+
+/// A parent path: `/` or empty for the top level.
+fn parent_at(inv: &Inventory, path: &str) -> Result<Option<inventory::NodeId>, ApiError> {
+    if path.trim_matches('/').is_empty() {
+        Ok(None)
+    } else {
+        node_at(inv, path).map(Some)
+    }
+}
+
+fn store_of(st: &AppState) -> Result<&Arc<inventory::Store>, ApiError> {
+    st.inventory()
+        .ok_or_else(|| ApiError::unavailable("starting: opening the metadata store"))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewNode {
+    /// `/` or empty for a top-level node.
+    #[serde(default)]
+    parent: String,
+    name: String,
+    kind: String,
+}
+
+/// `POST /api/ops/v1/tree/nodes` `{"parent": "/sre", "name": "minos", "kind": "service"}`.
+pub async fn add_node(State(st): State<Arc<AppState>>, body: axum::body::Bytes) -> Response {
+    let run = async {
+        let store = store_of(&st)?;
+        let req: NewNode = body_json(&body)?;
+        let parent = parent_at(&store.snapshot(), &req.parent)?;
+        let id = store
+            .add_node(parent, &req.name, &req.kind)
+            .await
+            .map_err(store_error)?;
+        Ok::<_, ApiError>(success(
+            json!({"id": id.0, "path": store.snapshot().path(id)}),
+        ))
+    };
+    run.await.unwrap_or_else(|e| e.into_response())
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MoveNode {
+    path: String,
+    /// The new parent: `/` or empty for the top level.
+    to: String,
+}
+
+/// `POST /api/ops/v1/tree/move` `{"path": "/sre/minos", "to": "/ops"}`.
+pub async fn move_node(State(st): State<Arc<AppState>>, body: axum::body::Bytes) -> Response {
+    let run = async {
+        let store = store_of(&st)?;
+        let req: MoveNode = body_json(&body)?;
+        let inv = store.snapshot();
+        let node = node_at(&inv, &req.path)?;
+        let parent = parent_at(&inv, &req.to)?;
+        store.move_node(node, parent).await.map_err(store_error)?;
+        Ok::<_, ApiError>(success(json!({"path": store.snapshot().path(node)})))
+    };
+    run.await.unwrap_or_else(|e| e.into_response())
+}
+
+/// `DELETE /api/ops/v1/tree/nodes?path=/sre/minos`: an empty node.
+pub async fn remove_node(State(st): State<Arc<AppState>>, RawQuery(q): RawQuery) -> Response {
+    let run = async {
+        let store = store_of(&st)?;
+        let p = Params::parse(q.as_deref(), &[]);
+        let path = p
+            .get("path")
+            .ok_or_else(|| ApiError::bad_data("missing parameter path"))?;
+        let node = node_at(&store.snapshot(), path)?;
+        store.remove_node(node).await.map_err(store_error)?;
+        Ok::<_, ApiError>(success(json!({})))
+    };
+    run.await.unwrap_or_else(|e| e.into_response())
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewHost {
+    hostname: String,
+    /// Tree paths to attach the host to.
+    #[serde(default)]
+    nodes: Vec<String>,
+    #[serde(default)]
+    tags: std::collections::BTreeMap<String, String>,
+}
+
+/// `POST /api/ops/v1/hosts` `{"hostname": "web-01", "nodes": ["/sre/minos/web"],
+/// "tags": {"rack": "r1"}}`: a host without an agent. Paths are checked first, so a bad
+/// one adds nothing.
+pub async fn add_host(State(st): State<Arc<AppState>>, body: axum::body::Bytes) -> Response {
+    let run = async {
+        let store = store_of(&st)?;
+        let req: NewHost = body_json(&body)?;
+        let inv = store.snapshot();
+        let nodes = req
+            .nodes
+            .iter()
+            .map(|p| node_at(&inv, p))
+            .collect::<Result<Vec<_>, _>>()?;
+        for (k, v) in &req.tags {
+            if !inventory::tree::valid_key(k) || v.is_empty() {
+                return Err(ApiError::bad_data(format!("invalid tag {k}={v}")));
+            }
+        }
+        let id = store.add_host(&req.hostname).await.map_err(store_error)?;
+        for n in nodes {
+            store.attach(id, n).await.map_err(store_error)?;
+        }
+        for (k, v) in &req.tags {
+            store.tag_host(id, k, Some(v)).await.map_err(store_error)?;
+        }
+        let inv = store.snapshot();
+        let h = inv
+            .host(id)
+            .ok_or_else(|| ApiError::internal("host vanished"))?;
+        Ok::<_, ApiError>(success(host_json(&inv, h)))
+    };
+    run.await.unwrap_or_else(|e| e.into_response())
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TagChange {
+    /// A host name, or (with `node`) nothing.
+    #[serde(default)]
+    host: Option<String>,
+    /// A tree path.
+    #[serde(default)]
+    node: Option<String>,
+    /// `key: value` sets, `key: null` removes.
+    tags: std::collections::BTreeMap<String, Option<String>>,
+}
+
+/// `POST /api/ops/v1/tags` `{"host": "web-01", "tags": {"rack": "r1", "old": null}}` or
+/// `{"node": "/sre", "tags": {...}}`. Every key is checked before anything is written.
+pub async fn tags(State(st): State<Arc<AppState>>, body: axum::body::Bytes) -> Response {
+    let run = async {
+        let store = store_of(&st)?;
+        let req: TagChange = body_json(&body)?;
+        for (k, v) in &req.tags {
+            if !inventory::tree::valid_key(k) || v.as_deref() == Some("") {
+                return Err(ApiError::bad_data(format!("invalid tag {k}")));
+            }
+        }
+        let inv = store.snapshot();
+        match (&req.host, &req.node) {
+            (Some(h), None) => {
+                let id = host_named(&inv, h)?;
+                for (k, v) in &req.tags {
+                    store
+                        .tag_host(id, k, v.as_deref())
+                        .await
+                        .map_err(store_error)?;
+                }
+            }
+            (None, Some(p)) => {
+                let id = node_at(&inv, p)?;
+                for (k, v) in &req.tags {
+                    store
+                        .tag_node(id, k, v.as_deref())
+                        .await
+                        .map_err(store_error)?;
+                }
+            }
+            _ => return Err(ApiError::bad_data("give exactly one of host and node")),
+        }
+        Ok::<_, ApiError>(success(json!({})))
+    };
+    run.await.unwrap_or_else(|e| e.into_response())
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Attachment {
+    host: String,
+    node: String,
+}
+
+/// `POST /api/ops/v1/attach` `{"host": "web-01", "node": "/sre/minos/web"}`.
+pub async fn attach(State(st): State<Arc<AppState>>, body: axum::body::Bytes) -> Response {
+    attachment(st, body, true).await
+}
+
+/// `POST /api/ops/v1/detach` `{"host": "web-01", "node": "/sre/minos/web"}`.
+pub async fn detach(State(st): State<Arc<AppState>>, body: axum::body::Bytes) -> Response {
+    attachment(st, body, false).await
+}
+
+async fn attachment(st: Arc<AppState>, body: axum::body::Bytes, on: bool) -> Response {
+    let run = async {
+        let store = store_of(&st)?;
+        let req: Attachment = body_json(&body)?;
+        let inv = store.snapshot();
+        let (h, n) = (host_named(&inv, &req.host)?, node_at(&inv, &req.node)?);
+        if on {
+            store.attach(h, n).await
+        } else {
+            store.detach(h, n).await
+        }
+        .map_err(store_error)?;
+        Ok::<_, ApiError>(success(json!({})))
+    };
+    run.await.unwrap_or_else(|e| e.into_response())
+}
