@@ -5,6 +5,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod ops_cli;
+
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use serde::Deserialize;
@@ -26,6 +28,12 @@ enum Command {
     Server(ServerArgs),
     /// Run a PromQL query against a server and print the result.
     Query(QueryArgs),
+    /// List, show and add hosts of the inventory.
+    Hosts(ops_cli::HostsArgs),
+    /// Print the service tree, or add, move and remove its nodes.
+    Tree(ops_cli::TreeArgs),
+    /// Set (`key=value`) or remove (`key=`) tags of a host or, with --node, a tree node.
+    Tag(ops_cli::TagArgs),
 }
 
 #[derive(clap::Args)]
@@ -401,6 +409,9 @@ fn main() -> ExitCode {
     let res = match cli.command {
         Command::Server(a) => server(a),
         Command::Query(a) => query::run(a),
+        Command::Hosts(a) => ops_cli::hosts(a),
+        Command::Tree(a) => ops_cli::tree(a),
+        Command::Tag(a) => ops_cli::tag(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

@@ -230,3 +230,76 @@ fn the_tree_hosts_and_tags_are_managed_over_the_api() {
     assert_eq!(hostnames(&body), ["web-01", "web-02"]);
     s.stop();
 }
+
+#[test]
+fn the_cli_manages_and_lists_the_inventory() {
+    use crate::util::minos;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let s = Server::start(&data, &[]);
+    let admin = std::fs::read_to_string(data.join("admin.token"))
+        .expect("token")
+        .trim()
+        .to_string();
+    let url = s.url("");
+    let run = |args: &[&str]| {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--server", &url, "--token", &admin]);
+        minos(&all)
+    };
+    for a in [
+        &["tree", "add", "/sre", "--kind", "team"][..],
+        &["tree", "add", "/sre/minos", "--kind", "service"],
+        &["tree", "add", "/sre/minos/web", "--kind", "module"],
+        &[
+            "hosts",
+            "add",
+            "web-01",
+            "--node",
+            "/sre/minos/web",
+            "--tag",
+            "rack=r1",
+        ],
+        &["hosts", "add", "db-01"],
+        &["tag", "--node", "/sre", "env=prod"],
+        &["tag", "web-01", "rack=", "role=frontend"],
+    ] {
+        let (code, out, err) = run(a);
+        assert_eq!(code, 0, "{a:?}: {out}{err}");
+    }
+    let (code, out, _) = run(&["tree"]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        out, "sre (team)  env=prod\n  minos (service)\n    web (module)\n",
+        "{out}"
+    );
+    let (code, out, _) = run(&["hosts", "list", "env=prod"]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        out,
+        "HOST\tPLACEMENTS\tTAGS\nweb-01\t/sre/minos/web\trole=frontend\n"
+    );
+    let (code, out, _) = run(&["hosts", "list", "--json"]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        crate::util::json(&out)["hosts"].as_array().map(Vec::len),
+        Some(2)
+    );
+    let (code, out, _) = run(&["hosts", "show", "web-01"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("at /sre/minos/web: ") && out.contains("env=prod"),
+        "{out}"
+    );
+    // Refusals print the server's message and exit with 2.
+    let (code, _, err) = run(&["tree", "rm", "/sre"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("/sre is not empty"), "{err}");
+    let (code, _, err) = run(&["hosts", "list", "team=sre,,x"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("position 10"), "{err}");
+    let (code, _, err) = minos(&["hosts", "list", "--server", &url]);
+    assert_eq!(code, 2);
+    assert!(err.contains("no token"), "{err}");
+    s.stop();
+}

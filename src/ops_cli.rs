@@ -1,0 +1,323 @@
+//! `minos hosts`, `minos tree` and `minos tag`: clients of the ops API
+//! (`/api/ops/v1/`). Each reads the server address and token from `--server`/`--token`
+//! or `MINOS_SERVER`/`MINOS_TOKEN`, prints a readable table (or `--json`), and exits with
+//! status 2 and the server's message when a call is refused.
+
+use std::fmt::Write as _;
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde_json::{Value, json};
+
+/// Where the ops API is and the token to use.
+#[derive(clap::Args, Debug)]
+pub struct Conn {
+    /// The server to ask.
+    #[arg(
+        long,
+        global = true,
+        env = "MINOS_SERVER",
+        default_value = "http://127.0.0.1:9797"
+    )]
+    server: String,
+    /// An admin or api token (the server's first start wrote one to
+    /// `<data>/admin.token`).
+    #[arg(long, global = true, env = "MINOS_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct HostsArgs {
+    #[command(flatten)]
+    conn: Conn,
+    #[command(subcommand)]
+    cmd: HostsCmd,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum HostsCmd {
+    /// List the hosts a selector names (all without one).
+    List {
+        /// `key=value`, `/tree/path`, host names and globs, joined with `,`.
+        selector: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one host: its placements, labels and tags.
+    Show { host: String },
+    /// Add a host without an agent.
+    Add {
+        hostname: String,
+        /// A tree node to attach it to (repeatable).
+        #[arg(long = "node")]
+        nodes: Vec<String>,
+        /// A tag `key=value` (repeatable).
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct TreeArgs {
+    #[command(flatten)]
+    conn: Conn,
+    /// Print the API's JSON instead of the tree.
+    #[arg(long)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Option<TreeCmd>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum TreeCmd {
+    /// Add a node: `minos tree add /sre/minos --kind service`.
+    Add {
+        path: String,
+        #[arg(long)]
+        kind: String,
+    },
+    /// Move a node (and what is below it) under another (`/` for the top level).
+    Move { path: String, to: String },
+    /// Remove an empty node.
+    Rm { path: String },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct TagArgs {
+    #[command(flatten)]
+    conn: Conn,
+    /// Tag a tree node (a path) instead of a host.
+    #[arg(long)]
+    node: bool,
+    /// The host name (or, with --node, the tree path).
+    target: String,
+    /// `key=value` to set, `key=` to remove.
+    #[arg(required = true)]
+    pairs: Vec<String>,
+}
+
+struct Client {
+    base: String,
+    token: String,
+    http: reqwest::blocking::Client,
+}
+
+impl Client {
+    fn new(c: &Conn) -> Result<Client> {
+        let token = c.token.clone().ok_or_else(|| {
+            anyhow!(
+                "no token: pass --token or set MINOS_TOKEN (the server's first start wrote \
+                 one to <data>/admin.token)"
+            )
+        })?;
+        let http = reqwest::blocking::Client::builder()
+            .timeout(std::time::Duration::from_secs(60))
+            .build()
+            .context("cannot build the HTTP client")?;
+        Ok(Client {
+            base: c.server.trim_end_matches('/').to_string(),
+            token,
+            http,
+        })
+    }
+
+    /// Calls the API; the `data` of a success, else the server's message as the error.
+    fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value> {
+        let url = format!("{}/api/ops/v1{path}", self.base);
+        let mut req = self.http.request(method, &url).bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(b.to_string());
+        }
+        let resp = req
+            .send()
+            .with_context(|| format!("{url}: cannot connect"))?;
+        let status = resp.status();
+        let text = resp.text().unwrap_or_default();
+        let v: Value =
+            serde_json::from_str(&text).map_err(|_| anyhow!("{url}: {status}: {}", text.trim()))?;
+        if v["status"] != "success" {
+            bail!("{}", v["error"].as_str().unwrap_or(text.trim()));
+        }
+        Ok(v["data"].clone())
+    }
+}
+
+fn tags_text(tags: &Value) -> String {
+    tags.as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default()
+}
+
+fn pairs(list: &[String], allow_empty: bool) -> Result<serde_json::Map<String, Value>> {
+    let mut m = serde_json::Map::new();
+    for p in list {
+        let (k, v) = p
+            .split_once('=')
+            .ok_or_else(|| anyhow!("{p:?}: expected key=value"))?;
+        if v.is_empty() && !allow_empty {
+            bail!("{p:?}: a tag needs a value");
+        }
+        let v = if v.is_empty() {
+            Value::Null
+        } else {
+            Value::String(v.to_string())
+        };
+        m.insert(k.to_string(), v);
+    }
+    Ok(m)
+}
+
+/// Splits `/a/b/c` into (`/a/b`, `c`).
+fn split_path(path: &str) -> Result<(String, String)> {
+    let p = path.trim_end_matches('/');
+    let (parent, name) = p
+        .rsplit_once('/')
+        .ok_or_else(|| anyhow!("{path:?}: a tree path starts with /"))?;
+    if name.is_empty() {
+        bail!("{path:?}: no node name");
+    }
+    Ok((
+        if parent.is_empty() { "/" } else { parent }.to_string(),
+        name.to_string(),
+    ))
+}
+
+pub fn hosts(a: HostsArgs) -> Result<()> {
+    let c = Client::new(&a.conn)?;
+    match a.cmd {
+        HostsCmd::List { selector, json } => {
+            let sel = selector.unwrap_or_else(|| "*".into());
+            let q: String = form_urlencoded::Serializer::new(String::new())
+                .append_pair("selector", &sel)
+                .finish();
+            let data = c.call(reqwest::Method::GET, &format!("/hosts?{q}"), None)?;
+            if json {
+                println!("{data}");
+                return Ok(());
+            }
+            let mut out = String::from("HOST\tPLACEMENTS\tTAGS\n");
+            for h in data["hosts"].as_array().into_iter().flatten() {
+                let places: Vec<&str> = h["placements"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|p| p["path"].as_str())
+                    .collect();
+                let _ = writeln!(
+                    out,
+                    "{}\t{}\t{}",
+                    h["hostname"].as_str().unwrap_or(""),
+                    if places.is_empty() {
+                        "-".to_string()
+                    } else {
+                        places.join(",")
+                    },
+                    tags_text(&h["tags"])
+                );
+            }
+            print!("{out}");
+        }
+        HostsCmd::Show { host } => {
+            if host.contains([',', '=', '*', '?', '[']) || host.starts_with('/') {
+                bail!("{host:?}: give one host name (minos hosts list takes selectors)");
+            }
+            let q: String = form_urlencoded::Serializer::new(String::new())
+                .append_pair("selector", &host)
+                .finish();
+            let data = c.call(reqwest::Method::GET, &format!("/hosts?{q}"), None)?;
+            let h = &data["hosts"][0];
+            println!("host: {}", h["hostname"].as_str().unwrap_or(""));
+            println!("tags: {}", tags_text(&h["tags"]));
+            for p in h["placements"].as_array().into_iter().flatten() {
+                println!(
+                    "at {}: {}",
+                    p["path"].as_str().unwrap_or("(nowhere)"),
+                    tags_text(&p["labels"])
+                );
+            }
+        }
+        HostsCmd::Add {
+            hostname,
+            nodes,
+            tags,
+        } => {
+            let body = json!({"hostname": hostname, "nodes": nodes, "tags": pairs(&tags, false)?});
+            c.call(reqwest::Method::POST, "/hosts", Some(body))?;
+            println!("added {hostname}");
+        }
+    }
+    Ok(())
+}
+
+pub fn tree(a: TreeArgs) -> Result<()> {
+    let c = Client::new(&a.conn)?;
+    match a.cmd {
+        None => {
+            let data = c.call(reqwest::Method::GET, "/tree", None)?;
+            if a.json {
+                println!("{data}");
+                return Ok(());
+            }
+            // Nodes come sorted by path, so parents precede their children.
+            for n in data["nodes"].as_array().into_iter().flatten() {
+                let path = n["path"].as_str().unwrap_or("");
+                let depth = path.matches('/').count().saturating_sub(1);
+                let tags = tags_text(&n["tags"]);
+                println!(
+                    "{}{} ({}){}",
+                    "  ".repeat(depth),
+                    n["name"].as_str().unwrap_or(""),
+                    n["kind"].as_str().unwrap_or(""),
+                    if tags.is_empty() {
+                        String::new()
+                    } else {
+                        format!("  {tags}")
+                    }
+                );
+            }
+        }
+        Some(TreeCmd::Add { path, kind }) => {
+            let (parent, name) = split_path(&path)?;
+            let d = c.call(
+                reqwest::Method::POST,
+                "/tree/nodes",
+                Some(json!({"parent": parent, "name": name, "kind": kind})),
+            )?;
+            println!("added {}", d["path"].as_str().unwrap_or(&path));
+        }
+        Some(TreeCmd::Move { path, to }) => {
+            let d = c.call(
+                reqwest::Method::POST,
+                "/tree/move",
+                Some(json!({"path": path, "to": to})),
+            )?;
+            println!("moved to {}", d["path"].as_str().unwrap_or(""));
+        }
+        Some(TreeCmd::Rm { path }) => {
+            let q: String = form_urlencoded::Serializer::new(String::new())
+                .append_pair("path", &path)
+                .finish();
+            c.call(reqwest::Method::DELETE, &format!("/tree/nodes?{q}"), None)?;
+            println!("removed {path}");
+        }
+    }
+    Ok(())
+}
+
+pub fn tag(a: TagArgs) -> Result<()> {
+    let c = Client::new(&a.conn)?;
+    let tags = pairs(&a.pairs, true)?;
+    let body = if a.node {
+        json!({"node": a.target, "tags": tags})
+    } else {
+        json!({"host": a.target, "tags": tags})
+    };
+    c.call(reqwest::Method::POST, "/tags", Some(body))?;
+    Ok(())
+}
