@@ -34,6 +34,8 @@ enum Command {
     Tree(ops_cli::TreeArgs),
     /// Set (`key=value`) or remove (`key=`) tags of a host or, with --node, a tree node.
     Tag(ops_cli::TagArgs),
+    /// Create, list and revoke API and enrollment tokens (needs an admin token).
+    Token(ops_cli::TokenArgs),
 }
 
 #[derive(clap::Args)]
@@ -412,6 +414,7 @@ fn main() -> ExitCode {
         Command::Hosts(a) => ops_cli::hosts(a),
         Command::Tree(a) => ops_cli::tree(a),
         Command::Tag(a) => ops_cli::tag(a),
+        Command::Token(a) => ops_cli::token(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,4 +1,4 @@
-//! `minos hosts`, `minos tree` and `minos tag`: clients of the ops API
+//! `minos hosts`, `minos tree`, `minos tag` and `minos token`: clients of the ops API
 //! (`/api/ops/v1/`). Each reads the server address and token from `--server`/`--token`
 //! or `MINOS_SERVER`/`MINOS_TOKEN`, prints a readable table (or `--json`), and exits with
 //! status 2 and the server's message when a call is refused.
@@ -319,5 +319,74 @@ pub fn tag(a: TagArgs) -> Result<()> {
         json!({"host": a.target, "tags": tags})
     };
     c.call(reqwest::Method::POST, "/tags", Some(body))?;
+    Ok(())
+}
+
+#[derive(clap::Args, Debug)]
+pub struct TokenArgs {
+    #[command(flatten)]
+    conn: Conn,
+    #[command(subcommand)]
+    cmd: TokenCmd,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum TokenCmd {
+    /// Create a token and print it (the only time it is shown).
+    Create {
+        /// admin, api or enroll.
+        #[arg(long, default_value = "api")]
+        kind: String,
+        /// What the token is for.
+        name: String,
+    },
+    /// List tokens (never their secrets).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token by id.
+    Revoke { id: i64 },
+}
+
+pub fn token(a: TokenArgs) -> Result<()> {
+    let c = Client::new(&a.conn)?;
+    match a.cmd {
+        TokenCmd::Create { kind, name } => {
+            let d = c.call(
+                reqwest::Method::POST,
+                "/tokens",
+                Some(json!({"kind": kind, "name": name})),
+            )?;
+            println!("{}", d["token"].as_str().unwrap_or(""));
+        }
+        TokenCmd::List { json } => {
+            let d = c.call(reqwest::Method::GET, "/tokens", None)?;
+            if json {
+                println!("{d}");
+                return Ok(());
+            }
+            let mut out = String::from("ID\tKIND\tSTATE\tNAME\n");
+            for t in d["tokens"].as_array().into_iter().flatten() {
+                let _ = writeln!(
+                    out,
+                    "{}\t{}\t{}\t{}",
+                    t["id"],
+                    t["kind"].as_str().unwrap_or(""),
+                    if t["revoked"].is_null() {
+                        "valid"
+                    } else {
+                        "revoked"
+                    },
+                    t["name"].as_str().unwrap_or("")
+                );
+            }
+            print!("{out}");
+        }
+        TokenCmd::Revoke { id } => {
+            c.call(reqwest::Method::DELETE, &format!("/tokens/{id}"), None)?;
+            println!("revoked token {id}");
+        }
+    }
     Ok(())
 }

@@ -303,3 +303,47 @@ fn the_cli_manages_and_lists_the_inventory() {
     assert!(err.contains("no token"), "{err}");
     s.stop();
 }
+
+#[test]
+fn tokens_are_created_listed_and_revoked_by_admins_only() {
+    use crate::util::minos;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let s = Server::start(&data, &[]);
+    let admin = std::fs::read_to_string(data.join("admin.token"))
+        .expect("token")
+        .trim()
+        .to_string();
+    let url = s.url("");
+    let with = |token: &str, args: &[&str]| {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--server", &url, "--token", token]);
+        minos(&all)
+    };
+    let (code, api, err) = with(&admin, &["token", "create", "--kind", "api", "ci"]);
+    assert_eq!(code, 0, "{err}");
+    let api = api.trim().to_string();
+    assert!(api.starts_with("minos_api_"), "{api}");
+    // An api token reads the inventory but cannot manage tokens.
+    let (code, _) = call(&s, "/api/ops/v1/tree", Some(&api));
+    assert_eq!(code, 200);
+    let (code, _, err) = with(&api, &["token", "list"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("admin token"), "{err}");
+    let (code, out, _) = with(&admin, &["token", "list"]);
+    assert_eq!(code, 0);
+    assert_eq!(out.lines().count(), 4, "{out}");
+    assert!(out.contains("\tapi\tvalid\tci"), "{out}");
+    // The only admin token cannot be revoked; the api one can, and stops working.
+    let (code, _, err) = with(&admin, &["token", "revoke", "1"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("last admin token"), "{err}");
+    let (code, _, err) = with(&admin, &["token", "revoke", "3"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _) = call(&s, "/api/ops/v1/tree", Some(&api));
+    assert_eq!(code, 401);
+    let (code, _, err) = with(&admin, &["token", "create", "--kind", "root", "x"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("unknown token kind"), "{err}");
+    s.stop();
+}

@@ -184,6 +184,11 @@ fn ops_router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/tags", post(opsapi::tags))
         .route("/attach", post(opsapi::attach))
         .route("/detach", post(opsapi::detach))
+        .route(
+            "/tokens",
+            get(opsapi::list_tokens).post(opsapi::create_token),
+        )
+        .route("/tokens/{id}", axum::routing::delete(opsapi::revoke_token))
         .layer(axum::extract::DefaultBodyLimit::max(1 << 20))
         .layer(axum::middleware::from_fn_with_state(
             state,

@@ -22,7 +22,11 @@ fn unauthorized(msg: &str) -> Response {
 }
 
 /// Lets a request through with an admin or api token.
-pub async fn require_token(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+pub async fn require_token(
+    State(st): State<Arc<AppState>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let Some(store) = st.inventory() else {
         return ApiError::unavailable("starting: opening the metadata store").into_response();
     };
@@ -37,6 +41,8 @@ pub async fn require_token(State(st): State<Arc<AppState>>, req: Request, next: 
     };
     match store.check_token(token).await {
         Ok(Some(t)) if t.kind == TokenKind::Admin || t.kind == TokenKind::Api => {
+            // Handlers that need more (token management) look at the caller's token.
+            req.extensions_mut().insert(t);
             next.run(req).await
         }
         Ok(Some(_)) => ApiError::with_status(
@@ -362,6 +368,115 @@ async fn attachment(st: Arc<AppState>, body: axum::body::Bytes, on: bool) -> Res
             store.detach(h, n).await
         }
         .map_err(store_error)?;
+        Ok::<_, ApiError>(success(json!({})))
+    };
+    run.await.unwrap_or_else(|e| e.into_response())
+}
+
+fn require_admin(caller: &inventory::TokenInfo) -> Result<(), ApiError> {
+    if caller.kind == TokenKind::Admin {
+        Ok(())
+    } else {
+        Err(ApiError::with_status(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "managing tokens needs an admin token",
+        ))
+    }
+}
+
+fn token_json(t: &inventory::TokenInfo) -> Value {
+    json!({
+        "id": t.id,
+        "kind": t.kind.as_str(),
+        "name": t.name,
+        "created": t.created,
+        "revoked": t.revoked,
+    })
+}
+
+/// `GET /api/ops/v1/tokens` (admin): every token, without secrets.
+pub async fn list_tokens(
+    State(st): State<Arc<AppState>>,
+    axum::Extension(caller): axum::Extension<inventory::TokenInfo>,
+) -> Response {
+    let run = async {
+        require_admin(&caller)?;
+        let store = store_of(&st)?;
+        let list = store.list_tokens().await.map_err(store_error)?;
+        Ok::<_, ApiError>(success(
+            json!({"tokens": list.iter().map(token_json).collect::<Vec<_>>()}),
+        ))
+    };
+    run.await.unwrap_or_else(|e| e.into_response())
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewToken {
+    kind: String,
+    name: String,
+}
+
+/// `POST /api/ops/v1/tokens` (admin) `{"kind": "api"|"enroll"|"admin", "name": "..."}`:
+/// the new token, shown this once.
+pub async fn create_token(
+    State(st): State<Arc<AppState>>,
+    axum::Extension(caller): axum::Extension<inventory::TokenInfo>,
+    body: axum::body::Bytes,
+) -> Response {
+    let run = async {
+        require_admin(&caller)?;
+        let store = store_of(&st)?;
+        let req: NewToken = body_json(&body)?;
+        let kind = TokenKind::parse(&req.kind).ok_or_else(|| {
+            ApiError::bad_data(format!(
+                "unknown token kind {:?} (admin, api, enroll)",
+                req.kind
+            ))
+        })?;
+        if req.name.trim().is_empty() || req.name.len() > 200 {
+            return Err(ApiError::bad_data("a token needs a name of 1 to 200 bytes"));
+        }
+        let token = store
+            .create_token(kind, req.name.trim())
+            .await
+            .map_err(store_error)?;
+        Ok::<_, ApiError>(success(json!({"token": token, "kind": kind.as_str()})))
+    };
+    run.await.unwrap_or_else(|e| e.into_response())
+}
+
+/// `DELETE /api/ops/v1/tokens/{id}` (admin): revokes a token; the last valid admin token
+/// cannot be revoked, so the API never locks everyone out.
+pub async fn revoke_token(
+    State(st): State<Arc<AppState>>,
+    axum::Extension(caller): axum::Extension<inventory::TokenInfo>,
+    axum::extract::Path(id): axum::extract::Path<i64>,
+) -> Response {
+    let run = async {
+        require_admin(&caller)?;
+        let store = store_of(&st)?;
+        let list = store.list_tokens().await.map_err(store_error)?;
+        let Some(t) = list.iter().find(|t| t.id == id && t.revoked.is_none()) else {
+            return Err(ApiError::with_status(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no valid token {id}"),
+            ));
+        };
+        let admins = list
+            .iter()
+            .filter(|x| x.kind == TokenKind::Admin && x.revoked.is_none())
+            .count();
+        if t.kind == TokenKind::Admin && admins == 1 {
+            return Err(ApiError::with_status(
+                StatusCode::CONFLICT,
+                "conflict",
+                "the last admin token cannot be revoked: create another first",
+            ));
+        }
+        store.revoke_token(id).await.map_err(store_error)?;
         Ok::<_, ApiError>(success(json!({})))
     };
     run.await.unwrap_or_else(|e| e.into_response())
