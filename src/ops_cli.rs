@@ -44,6 +44,8 @@ enum HostsCmd {
     },
     /// Show one host: its placements, labels and tags.
     Show { host: String },
+    /// Import hosts from a CSV file (`hostname,nodes,tags`; nodes and tags `;`-separated).
+    Import { file: std::path::PathBuf },
     /// Add a host without an agent.
     Add {
         hostname: String,
@@ -123,13 +125,29 @@ impl Client {
     /// Calls the API; the `data` of a success, else the server's message as the error.
     fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value> {
         let url = format!("{}/api/ops/v1{path}", self.base);
-        let mut req = self.http.request(method, &url).bearer_auth(&self.token);
+        let mut req = self.http.request(method, &url);
         if let Some(b) = body {
             req = req
                 .header("content-type", "application/json")
                 .body(b.to_string());
         }
+        self.send(req, &url)
+    }
+
+    /// Posts a text body (a CSV import).
+    fn call_text(&self, path: &str, body: String) -> Result<Value> {
+        let url = format!("{}/api/ops/v1{path}", self.base);
+        let req = self
+            .http
+            .post(&url)
+            .header("content-type", "text/csv")
+            .body(body);
+        self.send(req, &url)
+    }
+
+    fn send(&self, req: reqwest::blocking::RequestBuilder, url: &str) -> Result<Value> {
         let resp = req
+            .bearer_auth(&self.token)
             .send()
             .with_context(|| format!("{url}: cannot connect"))?;
         let status = resp.status();
@@ -241,6 +259,17 @@ pub fn hosts(a: HostsArgs) -> Result<()> {
                     tags_text(&p["labels"])
                 );
             }
+        }
+        HostsCmd::Import { file } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("{}: cannot read", file.display()))?;
+            let d = c.call_text("/hosts/import", text)?;
+            println!(
+                "imported {}: {} added, {} updated",
+                file.display(),
+                d["added"],
+                d["updated"]
+            );
         }
         HostsCmd::Add {
             hostname,

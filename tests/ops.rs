@@ -347,3 +347,55 @@ fn tokens_are_created_listed_and_revoked_by_admins_only() {
     assert!(err.contains("unknown token kind"), "{err}");
     s.stop();
 }
+
+#[test]
+fn hosts_are_imported_from_csv_or_not_at_all() {
+    use crate::util::minos;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let s = Server::start(&data, &[]);
+    let admin = std::fs::read_to_string(data.join("admin.token"))
+        .expect("token")
+        .trim()
+        .to_string();
+    let url = s.url("");
+    let run = |args: &[&str]| {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--server", &url, "--token", &admin]);
+        minos(&all)
+    };
+    let (code, _, err) = run(&["tree", "add", "/ops", "--kind", "team"]);
+    assert_eq!(code, 0, "{err}");
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(
+        &bad,
+        "hostname,nodes,tags\ndb-01,/ops,rack=r1\ndb-02,/missing,\n",
+    )
+    .expect("write");
+    let (code, _, err) = run(&["hosts", "import", bad.to_str().expect("path")]);
+    assert_eq!(code, 2);
+    assert!(err.contains("line 3: no tree node /missing"), "{err}");
+    let (_, out, _) = run(&["hosts", "list"]);
+    assert_eq!(
+        out, "HOST\tPLACEMENTS\tTAGS\n",
+        "a bad file imports nothing"
+    );
+    let good = dir.path().join("good.csv");
+    std::fs::write(
+        &good,
+        "# from the old CMDB\nhostname,nodes,tags\ndb-01,/ops,rack=r1;env=prod\n\"db-02\",,\n",
+    )
+    .expect("write");
+    let (code, out, err) = run(&["hosts", "import", good.to_str().expect("path")]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("2 added, 0 updated"), "{out}");
+    let (code, out, err) = run(&["hosts", "import", good.to_str().expect("path")]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("0 added, 2 updated"), "{out}");
+    let (_, out, _) = run(&["hosts", "list", "env=prod"]);
+    assert_eq!(
+        out,
+        "HOST\tPLACEMENTS\tTAGS\ndb-01\t/ops\tenv=prod,rack=r1\n"
+    );
+    s.stop();
+}

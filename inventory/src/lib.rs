@@ -10,6 +10,7 @@
 //! default) and the HTTP API builds on that.
 
 pub mod glob;
+pub mod import;
 pub mod selector;
 pub mod store;
 pub mod tokens;

@@ -175,6 +175,7 @@ pub fn router(state: Arc<AppState>) -> Router {
 fn ops_router(state: Arc<AppState>) -> Router<Arc<AppState>> {
     Router::new()
         .route("/hosts", get(opsapi::hosts).post(opsapi::add_host))
+        .route("/hosts/import", post(opsapi::import_hosts))
         .route("/tree", get(opsapi::tree))
         .route(
             "/tree/nodes",
@@ -189,7 +190,9 @@ fn ops_router(state: Arc<AppState>) -> Router<Arc<AppState>> {
             get(opsapi::list_tokens).post(opsapi::create_token),
         )
         .route("/tokens/{id}", axum::routing::delete(opsapi::revoke_token))
-        .layer(axum::extract::DefaultBodyLimit::max(1 << 20))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            inventory::import::MAX_BYTES,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state,
             opsapi::require_token,

@@ -481,3 +481,20 @@ pub async fn revoke_token(
     };
     run.await.unwrap_or_else(|e| e.into_response())
 }
+
+/// `POST /api/ops/v1/hosts/import`: hosts from CSV (`hostname,nodes,tags`; see
+/// `inventory::import`). Every row is checked first; a bad one is a 400 naming its line
+/// and nothing is imported.
+pub async fn import_hosts(State(st): State<Arc<AppState>>, body: axum::body::Bytes) -> Response {
+    let run = async {
+        let store = store_of(&st)?;
+        let text = std::str::from_utf8(&body)
+            .map_err(|_| ApiError::bad_data("the import is not UTF-8 text"))?;
+        let r = store.import_hosts(text).await.map_err(|e| match e {
+            inventory::StoreError::Invalid(msg) => ApiError::bad_data(msg),
+            other => store_error(other),
+        })?;
+        Ok::<_, ApiError>(success(json!({"added": r.added, "updated": r.updated})))
+    };
+    run.await.unwrap_or_else(|e| e.into_response())
+}
