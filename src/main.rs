@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod host_info;
 mod ops_cli;
 
 use anyhow::{Context, Result, bail};
@@ -297,11 +298,14 @@ fn server(args: ServerArgs) -> Result<()> {
             .with_context(|| format!("{}: cannot open the data directory", data.display()))?;
         let db = Arc::new(db);
         state.set_db(db.clone());
+        let host_info = tokio::spawn(host_info::run(db.clone(), store.clone()));
         tracing::info!("ready; data in {}", data.display());
         shutdown_signal().await;
         tracing::info!("shutting down");
         let _ = stop_tx.send(true);
         let _ = server.await;
+        host_info.abort();
+        let _ = host_info.await;
         drop(state);
         tokio::task::spawn_blocking(move || match Arc::try_unwrap(db) {
             Ok(db) => db.close(),

@@ -399,3 +399,72 @@ fn hosts_are_imported_from_csv_or_not_at_all() {
     );
     s.stop();
 }
+
+#[test]
+fn the_inventory_is_queryable_as_minos_host_info() {
+    use serde_json::json;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let s = Server::start(&data, &[]);
+    let admin = std::fs::read_to_string(data.join("admin.token"))
+        .expect("token")
+        .trim()
+        .to_string();
+    let post = |path: &str, body: serde_json::Value| {
+        let (code, b) = send(&s, reqwest::Method::POST, path, &admin, body);
+        assert_eq!(code, 200, "{path}: {b}");
+    };
+    post(
+        "/api/ops/v1/tree/nodes",
+        json!({"parent": "/", "name": "sre", "kind": "team"}),
+    );
+    post(
+        "/api/ops/v1/hosts",
+        json!({"hostname": "web-01", "nodes": ["/sre"], "tags": {"rack.row": "r1"}}),
+    );
+    // Polls an instant query until `want(result)` holds.
+    let wait = |q: &str, want: &dyn Fn(&serde_json::Value) -> bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let (code, body) = s.get(&format!(
+                "/api/v1/query?query={}",
+                crate::util::urlencode(q)
+            ));
+            assert_eq!(code, 200, "{body}");
+            let v = json(&body);
+            if want(&v["data"]["result"]) {
+                return v["data"]["result"].clone();
+            }
+            assert!(std::time::Instant::now() < deadline, "{q}: {body}");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    let r = wait(r#"minos_host_info{team="sre"}"#, &|r| {
+        r.as_array().is_some_and(|a| a.len() == 1)
+    });
+    let m = &r[0]["metric"];
+    assert_eq!(
+        (
+            m["hostname"].as_str(),
+            m["instance"].as_str(),
+            m["rack_row"].as_str()
+        ),
+        (Some("web-01"), Some("web-01"), Some("r1")),
+        "{r}"
+    );
+    assert_eq!(r[0]["value"][1], "1");
+    // Detached: the placed series ends at once (a staleness marker), the host's own
+    // placement-less series takes over.
+    post(
+        "/api/ops/v1/detach",
+        json!({"host": "web-01", "node": "/sre"}),
+    );
+    wait(r#"minos_host_info{team="sre"}"#, &|r| {
+        r.as_array().is_some_and(|a| a.is_empty())
+    });
+    let r = wait(r#"minos_host_info{hostname="web-01"}"#, &|r| {
+        r.as_array().is_some_and(|a| a.len() == 1)
+    });
+    assert!(r[0]["metric"].get("team").is_none(), "{r}");
+    s.stop();
+}

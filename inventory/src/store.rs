@@ -67,6 +67,8 @@ pub struct Store {
     pool: SqlitePool,
     current: RwLock<Arc<Inventory>>,
     writer: tokio::sync::Mutex<()>,
+    /// Bumped at every published change.
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 fn id(v: u64) -> i64 {
@@ -114,6 +116,7 @@ impl Store {
             pool,
             current: RwLock::new(Arc::new(inv)),
             writer: tokio::sync::Mutex::new(()),
+            changes: tokio::sync::watch::channel(0).0,
         })
     }
 
@@ -130,6 +133,12 @@ impl Store {
             Ok(mut g) => *g = Arc::new(inv),
             Err(p) => *p.into_inner() = Arc::new(inv),
         }
+        self.changes.send_modify(|v| *v += 1);
+    }
+
+    /// A receiver that sees a new value after every change.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// Adds a tree node.
