@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod agent_cmd;
 mod host_info;
 mod ops_cli;
 
@@ -37,6 +38,8 @@ enum Command {
     Tag(ops_cli::TagArgs),
     /// Create, list and revoke API and enrollment tokens (needs an admin token).
     Token(ops_cli::TokenArgs),
+    /// Run the host agent: collect host metrics and push them to a server.
+    Agent(agent_cmd::AgentArgs),
 }
 
 #[derive(clap::Args)]
@@ -419,6 +422,7 @@ fn main() -> ExitCode {
         Command::Tree(a) => ops_cli::tree(a),
         Command::Tag(a) => ops_cli::tag(a),
         Command::Token(a) => ops_cli::token(a),
+        Command::Agent(a) => agent_cmd::run(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

@@ -24,3 +24,6 @@ mod query;
 
 // The ops API: first-start tokens, authentication.
 mod ops;
+
+// The host agent pushing to a real server.
+mod agent;

@@ -49,6 +49,32 @@ impl Server {
         panic!("minos server did not become ready");
     }
 
+    /// Starts a server on `data` listening on `addr` (for a restart on the same port).
+    pub fn start_on(data: &Path, addr: &str, extra: &[&str]) -> Server {
+        let log = data.with_extension(format!("log.{}", addr.replace([':', '.'], "_")));
+        let logf = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_minos"))
+            .args(["server", "--data"])
+            .arg(data)
+            .args(["--listen", addr])
+            .args(extra)
+            .env("MINOS_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(logf)
+            .spawn()
+            .expect("spawn minos");
+        let mut s = Server {
+            child,
+            addr: addr.to_string(),
+            log,
+        };
+        assert!(
+            s.wait_ready(Duration::from_secs(60)),
+            "minos server on {addr} did not become ready"
+        );
+        s
+    }
+
     fn wait_ready(&mut self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {

@@ -2,7 +2,7 @@
 //!
 //! Read from `/proc` (a root that tests point at fixtures) and `statvfs`, as
 //! node_exporter's default collectors read them: `cpu`, `meminfo`, `loadavg`,
-//! `diskstats`, `netdev`, `filesystem`, `filefd`, `stat`, `time`, plus the process count
+//! `diskstats`, `netdev`, `filesystem`, `filefd`, `stat`, `time`, `uname`, plus the process count
 //! (`node_processes_pids`, from the `processes` collector). Counters stay raw counters.
 //!
 //! The parsers are ours rather than `procfs`'s typed structs: node_exporter exports every
@@ -172,7 +172,7 @@ impl HostCollector {
     pub fn collect(&self) -> Collection {
         let mut c = Collection::default();
         type Source = fn(&HostCollector, &mut Collection) -> Result<(), String>;
-        let sources: [(&str, Source); 8] = [
+        let sources: [(&str, Source); 9] = [
             ("stat", HostCollector::stat),
             ("meminfo", HostCollector::meminfo),
             ("loadavg", HostCollector::loadavg),
@@ -181,6 +181,7 @@ impl HostCollector {
             ("filesystem", HostCollector::filesystem),
             ("filefd", HostCollector::filefd),
             ("processes", HostCollector::processes),
+            ("uname", HostCollector::uname),
         ];
         for (name, f) in sources {
             if let Err(e) = f(self, &mut c) {
@@ -430,6 +431,25 @@ impl HostCollector {
         Ok(())
     }
 
+    /// `node_uname_info`, from `/proc/sys/kernel` (what `uname(2)` reports); dashboards
+    /// list hosts by it.
+    fn uname(&self, c: &mut Collection) -> Result<(), String> {
+        let read = |f: &str| {
+            self.read(&format!("sys/kernel/{f}"))
+                .map(|s| s.trim().to_string())
+        };
+        let labels = vec![
+            ("domainname", read("domainname")?),
+            ("machine", std::env::consts::ARCH.to_string()),
+            ("nodename", read("hostname")?),
+            ("release", read("osrelease")?),
+            ("sysname", read("ostype")?),
+            ("version", read("version")?),
+        ];
+        c.push("node_uname_info", labels, 1.0);
+        Ok(())
+    }
+
     /// The number of processes: numeric entries of the `/proc` root.
     fn processes(&self, c: &mut Collection) -> Result<(), String> {
         let rd = fs::read_dir(&self.proc_root)
@@ -476,6 +496,11 @@ mod tests {
             "Inter-|   Receive                                                |  Transmit\n face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n    lo: 1000 10 0 0 0 0 0 0 1000 10 0 0 0 0 0 0\n  eth0: 2000 20 1 0 0 0 0 0 3000 30 0 0 0 0 0 0\n",
         );
         w("sys/fs/file-nr", "1024\t0\t9223372036854775807\n");
+        w("sys/kernel/domainname", "(none)\n");
+        w("sys/kernel/hostname", "box\n");
+        w("sys/kernel/osrelease", "6.1.0\n");
+        w("sys/kernel/ostype", "Linux\n");
+        w("sys/kernel/version", "#1 SMP\n");
         w(
             "1/mounts",
             "/dev/root / ext4 rw,relatime 0 0\nproc /proc proc rw 0 0\n",
@@ -534,6 +559,13 @@ mod tests {
         let lo = [("device", "lo")];
         assert!(get(&c, "node_network_receive_bytes_total", &lo).is_none());
         assert_eq!(v("node_filefd_allocated", &[]), Some(1024.0));
+        assert_eq!(
+            v(
+                "node_uname_info",
+                &[("nodename", "box"), ("sysname", "Linux")]
+            ),
+            Some(1.0)
+        );
         assert_eq!(v("node_processes_pids", &[]), Some(2.0), "1/ and 77/");
         // `/` is real (statvfs on the machine running the test); `/proc` is excluded.
         assert!(get(&c, "node_filesystem_size_bytes", &[("mountpoint", "/")]).is_some());
