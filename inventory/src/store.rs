@@ -432,7 +432,7 @@ mod tests {
             };
             assert_eq!(names("/ops/minos/web"), ["web-02"]);
             assert_eq!(names("env=canary"), ["web-02"]);
-            assert!(inv.host(h2).unwrap().tags.get("rack").is_none());
+            assert!(!inv.host(h2).unwrap().tags.contains_key("rack"));
             // New ids continue after the stored ones.
             let n = s.add_node(None, "new", "team").await.unwrap();
             assert!(n.0 > h2.0 && n.0 > ops.0);
