@@ -60,6 +60,9 @@ pub enum StoreError {
     /// The stored data breaks a rule or was written by a newer version.
     #[error("metadata store: {0}")]
     Invalid(String),
+    /// A change the store refuses (revoking the last admin token); nothing changed.
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// The inventory and its database.
@@ -211,6 +214,52 @@ impl Store {
         Ok(hid)
     }
 
+    /// Adds a host attached to `nodes` with `tags`, as one change: all of it, or (when a
+    /// rule refuses any part) nothing.
+    pub async fn add_host_with(
+        &self,
+        hostname: &str,
+        nodes: &[NodeId],
+        tags: &BTreeMap<String, String>,
+    ) -> Result<HostId, StoreError> {
+        let _w = self.writer.lock().await;
+        let mut inv = (*self.snapshot()).clone();
+        let hid = inv.add_host(hostname)?;
+        for &n in nodes {
+            inv.attach(hid, n)?;
+        }
+        for (k, v) in tags {
+            inv.tag_host(hid, k, Some(v))?;
+        }
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("INSERT INTO hosts (id, hostname) VALUES ($1, $2)")
+            .bind(id(hid.0))
+            .bind(hostname)
+            .execute(&mut *tx)
+            .await?;
+        for &n in nodes {
+            sqlx::query(
+                "INSERT INTO host_nodes (host_id, node_id) VALUES ($1, $2) \
+                 ON CONFLICT (host_id, node_id) DO NOTHING",
+            )
+            .bind(id(hid.0))
+            .bind(id(n.0))
+            .execute(&mut *tx)
+            .await?;
+        }
+        for (k, v) in tags {
+            sqlx::query("INSERT INTO host_tags (host_id, key, value) VALUES ($1, $2, $3)")
+                .bind(id(hid.0))
+                .bind(k)
+                .bind(v)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        self.publish(inv);
+        Ok(hid)
+    }
+
     /// Attaches a host to a node.
     pub async fn attach(&self, host: HostId, node: NodeId) -> Result<(), StoreError> {
         let _w = self.writer.lock().await;
@@ -302,6 +351,11 @@ impl Store {
     /// The database pool, for the other tables of the store (tokens).
     pub(crate) fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+
+    /// The lock every writer holds, for the other tables of the store (tokens).
+    pub(crate) async fn write_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.writer.lock().await
     }
 
     /// Closes the database.
@@ -436,6 +490,28 @@ mod tests {
             // New ids continue after the stored ones.
             let n = s.add_node(None, "new", "team").await.unwrap();
             assert!(n.0 > h2.0 && n.0 > ops.0);
+            s.close().await;
+        });
+    }
+
+    #[test]
+    fn a_host_with_nodes_and_tags_is_added_whole_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("meta.db");
+        rt().block_on(async {
+            let s = Store::open_sqlite(&db).await.unwrap();
+            let a = s.add_node(None, "a", "team").await.unwrap();
+            let good: BTreeMap<String, String> = [("rack".to_string(), "r1".to_string())].into();
+            let bad: BTreeMap<String, String> = [("9bad".to_string(), "x".to_string())].into();
+            assert!(s.add_host_with("h1", &[a], &bad).await.is_err());
+            assert!(s.snapshot().host_by_name("h1").is_none());
+            let h = s.add_host_with("h1", &[a], &good).await.unwrap();
+            s.close().await;
+            let s = Store::open_sqlite(&db).await.unwrap();
+            let inv = s.snapshot();
+            let host = inv.host(h).unwrap();
+            assert_eq!(host.tags["rack"], "r1");
+            assert!(host.nodes.contains(&a));
             s.close().await;
         });
     }

@@ -126,8 +126,23 @@ impl Store {
         Ok(rows.into_iter().filter_map(info).collect())
     }
 
-    /// Revokes token `id`; false when there is no such token.
+    /// Revokes token `id`; false when there is no such valid token. The last valid admin
+    /// token is refused ([`StoreError::Refused`]), so the API never locks everyone out.
     pub async fn revoke_token(&self, id: i64) -> Result<bool, StoreError> {
+        let _w = self.write_lock().await;
+        let valid: Vec<(i64, String)> =
+            sqlx::query_as("SELECT id, kind FROM tokens WHERE revoked IS NULL")
+                .fetch_all(self.pool())
+                .await?;
+        let Some((_, kind)) = valid.iter().find(|(i, _)| *i == id) else {
+            return Ok(false);
+        };
+        let admins = valid.iter().filter(|(_, k)| k == "admin").count();
+        if kind == "admin" && admins == 1 {
+            return Err(StoreError::Refused(
+                "the last admin token cannot be revoked: create another first".into(),
+            ));
+        }
         let r = sqlx::query("UPDATE tokens SET revoked = $1 WHERE id = $2 AND revoked IS NULL")
             .bind(now_ms())
             .bind(id)
@@ -174,11 +189,17 @@ mod tests {
                     .iter()
                     .all(|(h,)| h.len() == 64 && !admin.contains(h.as_str()))
             );
+            assert!(matches!(
+                s.revoke_token(got.id).await,
+                Err(StoreError::Refused(_))
+            ));
+            let second = s.create_token(TokenKind::Admin, "second").await.unwrap();
             assert!(s.revoke_token(got.id).await.unwrap());
             assert!(!s.revoke_token(got.id).await.unwrap());
             assert!(s.check_token(&admin).await.unwrap().is_none());
+            assert!(s.check_token(&second).await.unwrap().is_some());
             let all = s.list_tokens().await.unwrap();
-            assert_eq!(all.len(), 2);
+            assert_eq!(all.len(), 3);
             assert!(all[0].revoked.is_some() && all[1].revoked.is_none());
             s.close().await;
         });

@@ -136,6 +136,9 @@ fn store_error(e: inventory::StoreError) -> ApiError {
             };
             ApiError::with_status(status, kind, r.to_string())
         }
+        inventory::StoreError::Refused(msg) => {
+            ApiError::with_status(StatusCode::CONFLICT, "conflict", msg)
+        }
         other => ApiError::internal(other.to_string()),
     }
 }
@@ -255,8 +258,8 @@ struct NewHost {
 }
 
 /// `POST /api/ops/v1/hosts` `{"hostname": "web-01", "nodes": ["/sre/minos/web"],
-/// "tags": {"rack": "r1"}}`: a host without an agent. Paths are checked first, so a bad
-/// one adds nothing.
+/// "tags": {"rack": "r1"}}`: a host without an agent, added whole or (on any refusal)
+/// not at all.
 pub async fn add_host(State(st): State<Arc<AppState>>, body: axum::body::Bytes) -> Response {
     let run = async {
         let store = store_of(&st)?;
@@ -272,13 +275,10 @@ pub async fn add_host(State(st): State<Arc<AppState>>, body: axum::body::Bytes) 
                 return Err(ApiError::bad_data(format!("invalid tag {k}={v}")));
             }
         }
-        let id = store.add_host(&req.hostname).await.map_err(store_error)?;
-        for n in nodes {
-            store.attach(id, n).await.map_err(store_error)?;
-        }
-        for (k, v) in &req.tags {
-            store.tag_host(id, k, Some(v)).await.map_err(store_error)?;
-        }
+        let id = store
+            .add_host_with(&req.hostname, &nodes, &req.tags)
+            .await
+            .map_err(store_error)?;
         let inv = store.snapshot();
         let h = inv
             .host(id)
@@ -457,26 +457,13 @@ pub async fn revoke_token(
     let run = async {
         require_admin(&caller)?;
         let store = store_of(&st)?;
-        let list = store.list_tokens().await.map_err(store_error)?;
-        let Some(t) = list.iter().find(|t| t.id == id && t.revoked.is_none()) else {
+        if !store.revoke_token(id).await.map_err(store_error)? {
             return Err(ApiError::with_status(
                 StatusCode::NOT_FOUND,
                 "not_found",
                 format!("no valid token {id}"),
             ));
-        };
-        let admins = list
-            .iter()
-            .filter(|x| x.kind == TokenKind::Admin && x.revoked.is_none())
-            .count();
-        if t.kind == TokenKind::Admin && admins == 1 {
-            return Err(ApiError::with_status(
-                StatusCode::CONFLICT,
-                "conflict",
-                "the last admin token cannot be revoked: create another first",
-            ));
         }
-        store.revoke_token(id).await.map_err(store_error)?;
         Ok::<_, ApiError>(success(json!({})))
     };
     run.await.unwrap_or_else(|e| e.into_response())
