@@ -5,6 +5,26 @@ use std::os::unix::fs::PermissionsExt;
 
 use crate::util::{Server, client, json};
 
+/// A server on a fresh data directory, and the admin token of its first start.
+fn started() -> (tempfile::TempDir, std::path::PathBuf, Server, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let s = Server::start(&data, &[]);
+    let admin = std::fs::read_to_string(data.join("admin.token"))
+        .expect("token")
+        .trim()
+        .to_string();
+    (dir, data, s, admin)
+}
+
+/// Runs a `minos` client command against `s` with `token`.
+fn cli(s: &Server, token: &str, args: &[&str]) -> (i32, String, String) {
+    let url = s.url("");
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["--server", &url, "--token", token]);
+    crate::util::minos(&all)
+}
+
 fn call(s: &Server, path: &str, token: Option<&str>) -> (u16, serde_json::Value) {
     let mut req = client().get(s.url(path));
     if let Some(t) = token {
@@ -104,13 +124,7 @@ fn hostnames(body: &serde_json::Value) -> Vec<String> {
 fn the_tree_hosts_and_tags_are_managed_over_the_api() {
     use reqwest::Method;
     use serde_json::json;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let data = dir.path().join("data");
-    let s = Server::start(&data, &[]);
-    let admin = std::fs::read_to_string(data.join("admin.token"))
-        .expect("token")
-        .trim()
-        .to_string();
+    let (_dir, data, s, admin) = started();
     let post = |path: &str, body: serde_json::Value| send(&s, Method::POST, path, &admin, body);
     for (parent, name, kind) in [
         ("/", "sre", "team"),
@@ -233,20 +247,8 @@ fn the_tree_hosts_and_tags_are_managed_over_the_api() {
 
 #[test]
 fn the_cli_manages_and_lists_the_inventory() {
-    use crate::util::minos;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let data = dir.path().join("data");
-    let s = Server::start(&data, &[]);
-    let admin = std::fs::read_to_string(data.join("admin.token"))
-        .expect("token")
-        .trim()
-        .to_string();
-    let url = s.url("");
-    let run = |args: &[&str]| {
-        let mut all: Vec<&str> = args.to_vec();
-        all.extend(["--server", &url, "--token", &admin]);
-        minos(&all)
-    };
+    let (_dir, _data, s, admin) = started();
+    let run = |args: &[&str]| cli(&s, &admin, args);
     for a in [
         &["tree", "add", "/sre", "--kind", "team"][..],
         &["tree", "add", "/sre/minos", "--kind", "service"],
@@ -298,7 +300,7 @@ fn the_cli_manages_and_lists_the_inventory() {
     let (code, _, err) = run(&["hosts", "list", "team=sre,,x"]);
     assert_eq!(code, 2);
     assert!(err.contains("position 10"), "{err}");
-    let (code, _, err) = minos(&["hosts", "list", "--server", &url]);
+    let (code, _, err) = crate::util::minos(&["hosts", "list", "--server", &s.url("")]);
     assert_eq!(code, 2);
     assert!(err.contains("no token"), "{err}");
     s.stop();
@@ -306,20 +308,8 @@ fn the_cli_manages_and_lists_the_inventory() {
 
 #[test]
 fn tokens_are_created_listed_and_revoked_by_admins_only() {
-    use crate::util::minos;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let data = dir.path().join("data");
-    let s = Server::start(&data, &[]);
-    let admin = std::fs::read_to_string(data.join("admin.token"))
-        .expect("token")
-        .trim()
-        .to_string();
-    let url = s.url("");
-    let with = |token: &str, args: &[&str]| {
-        let mut all: Vec<&str> = args.to_vec();
-        all.extend(["--server", &url, "--token", token]);
-        minos(&all)
-    };
+    let (_dir, _data, s, admin) = started();
+    let with = |token: &str, args: &[&str]| cli(&s, token, args);
     let (code, api, err) = with(&admin, &["token", "create", "--kind", "api", "ci"]);
     assert_eq!(code, 0, "{err}");
     let api = api.trim().to_string();
@@ -350,20 +340,8 @@ fn tokens_are_created_listed_and_revoked_by_admins_only() {
 
 #[test]
 fn hosts_are_imported_from_csv_or_not_at_all() {
-    use crate::util::minos;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let data = dir.path().join("data");
-    let s = Server::start(&data, &[]);
-    let admin = std::fs::read_to_string(data.join("admin.token"))
-        .expect("token")
-        .trim()
-        .to_string();
-    let url = s.url("");
-    let run = |args: &[&str]| {
-        let mut all: Vec<&str> = args.to_vec();
-        all.extend(["--server", &url, "--token", &admin]);
-        minos(&all)
-    };
+    let (dir, _data, s, admin) = started();
+    let run = |args: &[&str]| cli(&s, &admin, args);
     let (code, _, err) = run(&["tree", "add", "/ops", "--kind", "team"]);
     assert_eq!(code, 0, "{err}");
     let bad = dir.path().join("bad.csv");
@@ -403,13 +381,7 @@ fn hosts_are_imported_from_csv_or_not_at_all() {
 #[test]
 fn the_inventory_is_queryable_as_minos_host_info() {
     use serde_json::json;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let data = dir.path().join("data");
-    let s = Server::start(&data, &[]);
-    let admin = std::fs::read_to_string(data.join("admin.token"))
-        .expect("token")
-        .trim()
-        .to_string();
+    let (_dir, _data, s, admin) = started();
     let post = |path: &str, body: serde_json::Value| {
         let (code, b) = send(&s, reqwest::Method::POST, path, &admin, body);
         assert_eq!(code, 200, "{path}: {b}");

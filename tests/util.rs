@@ -26,20 +26,7 @@ impl Server {
     /// Starts a server on `data` with extra flags and waits until it is ready.
     pub fn start(data: &Path, extra: &[&str]) -> Server {
         for _ in 0..5 {
-            let addr = format!("127.0.0.1:{}", free_port());
-            let log = data.with_extension(format!("log.{}", addr.replace([':', '.'], "_")));
-            let logf = std::fs::File::create(&log).expect("log file");
-            let child = Command::new(env!("CARGO_BIN_EXE_minos"))
-                .args(["server", "--data"])
-                .arg(data)
-                .args(["--listen", &addr])
-                .args(extra)
-                .env("MINOS_LOG", "info")
-                .stdout(Stdio::null())
-                .stderr(logf)
-                .spawn()
-                .expect("spawn minos");
-            let mut s = Server { child, addr, log };
+            let mut s = Server::spawn(data, &format!("127.0.0.1:{}", free_port()), extra);
             if s.wait_ready(Duration::from_secs(60)) {
                 return s;
             }
@@ -51,6 +38,15 @@ impl Server {
 
     /// Starts a server on `data` listening on `addr` (for a restart on the same port).
     pub fn start_on(data: &Path, addr: &str, extra: &[&str]) -> Server {
+        let mut s = Server::spawn(data, addr, extra);
+        assert!(
+            s.wait_ready(Duration::from_secs(60)),
+            "minos server on {addr} did not become ready"
+        );
+        s
+    }
+
+    fn spawn(data: &Path, addr: &str, extra: &[&str]) -> Server {
         let log = data.with_extension(format!("log.{}", addr.replace([':', '.'], "_")));
         let logf = std::fs::File::create(&log).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_minos"))
@@ -63,16 +59,11 @@ impl Server {
             .stderr(logf)
             .spawn()
             .expect("spawn minos");
-        let mut s = Server {
+        Server {
             child,
             addr: addr.to_string(),
             log,
-        };
-        assert!(
-            s.wait_ready(Duration::from_secs(60)),
-            "minos server on {addr} did not become ready"
-        );
-        s
+        }
     }
 
     fn wait_ready(&mut self, timeout: Duration) -> bool {

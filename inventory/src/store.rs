@@ -298,12 +298,7 @@ impl Store {
         key: &str,
         value: Option<&str>,
     ) -> Result<(), StoreError> {
-        let _w = self.writer.lock().await;
-        let mut inv = (*self.snapshot()).clone();
-        inv.tag_host(host, key, value)?;
-        self.write_tag(true, host.0, key, value).await?;
-        self.publish(inv);
-        Ok(())
+        self.tag(true, host.0, key, value).await
     }
 
     /// Sets (`Some`) or removes (`None`) a node's tag.
@@ -313,10 +308,24 @@ impl Store {
         key: &str,
         value: Option<&str>,
     ) -> Result<(), StoreError> {
+        self.tag(false, node.0, key, value).await
+    }
+
+    async fn tag(
+        &self,
+        on_host: bool,
+        owner: u64,
+        key: &str,
+        value: Option<&str>,
+    ) -> Result<(), StoreError> {
         let _w = self.writer.lock().await;
         let mut inv = (*self.snapshot()).clone();
-        inv.tag_node(node, key, value)?;
-        self.write_tag(false, node.0, key, value).await?;
+        if on_host {
+            inv.tag_host(HostId(owner), key, value)?;
+        } else {
+            inv.tag_node(NodeId(owner), key, value)?;
+        }
+        self.write_tag(on_host, owner, key, value).await?;
         self.publish(inv);
         Ok(())
     }

@@ -161,7 +161,7 @@ impl Block {
     /// time and lie within the meta's range.
     pub fn samples(&self, c: &ChunkMeta) -> Result<Vec<Sample>, StorageError> {
         let mut out = Vec::new();
-        self.for_each_sample(c, |s| out.push(s))?;
+        self.decode_range(c, i64::MIN, i64::MAX, &mut out)?;
         Ok(out)
     }
 
@@ -191,19 +191,24 @@ impl Block {
             out.truncate(before);
             return Err(fail(e.to_string()));
         }
-        // The checks of `for_each_sample`, on the samples kept (those before `mint` are
-        // decoded but not kept).
-        let mut prev = i64::MIN;
-        for s in &out[before..] {
-            if s.t < c.min_time || s.t > c.max_time || prev >= s.t {
-                let msg = format!(
-                    "sample at {} out of order or outside [{}, {}]",
-                    s.t, c.min_time, c.max_time
-                );
-                out.truncate(before);
-                return Err(fail(msg));
-            }
-            prev = s.t;
+        // Every sample kept lies within the meta's range, strictly increasing (samples
+        // before `mint` are decoded but not kept, nor checked).
+        let kept = &out[before..];
+        let bad = kept
+            .iter()
+            .position(|s| s.t < c.min_time || s.t > c.max_time)
+            .or_else(|| {
+                kept.windows(2)
+                    .position(|w| w[0].t >= w[1].t)
+                    .map(|i| i + 1)
+            });
+        if let Some(i) = bad {
+            let msg = format!(
+                "sample at {} out of order or outside [{}, {}]",
+                kept[i].t, c.min_time, c.max_time
+            );
+            out.truncate(before);
+            return Err(fail(msg));
         }
         Ok(())
     }
@@ -231,37 +236,6 @@ impl Block {
         Ok(out)
     }
 
-    fn for_each_sample(
-        &self,
-        c: &ChunkMeta,
-        mut f: impl FnMut(Sample),
-    ) -> Result<(), StorageError> {
-        let (enc, data) = self.chunk(c.chunk_ref)?;
-        let fail = |msg: String| {
-            StorageError::corrupt(
-                self.chunks.segment_path(c.chunk_ref),
-                format!("chunk at offset {}: {msg}", c.chunk_ref.offset()),
-            )
-        };
-        let it = SampleIter::new(enc, data).map_err(|e| fail(e.to_string()))?;
-        if it.num_samples() == 0 {
-            return Err(fail("no samples".into()));
-        }
-        let mut prev: Option<i64> = None;
-        for s in it {
-            let s = s.map_err(|e| fail(e.to_string()))?;
-            if s.t < c.min_time || s.t > c.max_time || prev.is_some_and(|p| p >= s.t) {
-                return Err(fail(format!(
-                    "sample at {} out of order or outside [{}, {}]",
-                    s.t, c.min_time, c.max_time
-                )));
-            }
-            prev = Some(s.t);
-            f(s);
-        }
-        Ok(())
-    }
-
     /// The series matching `ms` (see [`postings_for_matchers`]) with their samples in
     /// `[mint, maxt]`, sorted by label set; series without samples in the range are left
     /// out.
@@ -282,11 +256,7 @@ impl Block {
             let (labels, chunks) = self.series(r)?;
             let mut samples = Vec::new();
             for c in chunks.iter().filter(|c| c.overlaps(mint, maxt)) {
-                self.for_each_sample(c, |s| {
-                    if s.t >= mint && s.t <= maxt {
-                        samples.push(s);
-                    }
-                })?;
+                self.decode_range(c, mint, maxt, &mut samples)?;
             }
             if !samples.is_empty() {
                 out.push((labels, samples));
@@ -304,7 +274,7 @@ impl Block {
         for r in &refs {
             let (_, metas) = self.series(*r)?;
             for c in &metas {
-                self.for_each_sample(c, |_| samples += 1)?;
+                samples += self.samples(c)?.len() as u64;
                 chunks += 1;
             }
         }

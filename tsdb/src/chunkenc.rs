@@ -142,20 +142,28 @@ impl<'a> SampleIter<'a> {
     ) -> Result<(), ChunkError> {
         match self {
             SampleIter::Dod(it) => it.decode_range(mint, maxt, out),
-            SampleIter::Xor(it) => {
-                for s in it.by_ref() {
-                    let s = s?;
-                    if s.t > maxt {
-                        break;
-                    }
-                    if s.t >= mint {
-                        out.push(s);
-                    }
-                }
-                Ok(())
-            }
+            SampleIter::Xor(it) => filter_into(it.by_ref(), mint, maxt, out),
         }
     }
+}
+
+/// Appends the samples of `it` in `[mint, maxt]` to `out`, stopping after `maxt`.
+pub(crate) fn filter_into(
+    it: impl Iterator<Item = Result<Sample, ChunkError>>,
+    mint: i64,
+    maxt: i64,
+    out: &mut Vec<Sample>,
+) -> Result<(), ChunkError> {
+    for s in it {
+        let s = s?;
+        if s.t > maxt {
+            break;
+        }
+        if s.t >= mint {
+            out.push(s);
+        }
+    }
+    Ok(())
 }
 
 impl Iterator for SampleIter<'_> {

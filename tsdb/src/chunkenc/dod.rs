@@ -620,18 +620,7 @@ impl<'a> DodIter<'a> {
                     (_, _) => self.decimal_range::<G, G>(mint, maxt, out),
                 }
             }
-            ValueKind::Xor => {
-                for s in self.by_ref() {
-                    let s = s?;
-                    if s.t > maxt {
-                        break;
-                    }
-                    if s.t >= mint {
-                        out.push(s);
-                    }
-                }
-                Ok(())
-            }
+            ValueKind::Xor => super::filter_into(self.by_ref(), mint, maxt, out),
         }
     }
 
