@@ -77,8 +77,8 @@ impl Part {
 
     fn cost(&self) -> usize {
         match self {
-            // Merged chunks hold up to 1,000 samples; head-sized ones 120.
-            Part::Block { chunks, .. } => chunks.len() * 500,
+            // Block chunks hold up to `compact::MERGED_CHUNK_SAMPLES` (240) samples.
+            Part::Block { chunks, .. } => chunks.len() * crate::compact::MERGED_CHUNK_SAMPLES,
             Part::Frozen { .. } => 240,
             Part::Head(s) => s.cost(),
             Part::Samples(v) => v.len(),
