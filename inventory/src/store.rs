@@ -445,11 +445,18 @@ async fn load(pool: &SqlitePool) -> Result<Inventory, StoreError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::Selector;
 
-    fn rt() -> tokio::runtime::Runtime {
+    /// A path for a database in a directory removed when the returned guard drops.
+    pub(crate) fn temp_db() -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("meta.db");
+        (dir, db)
+    }
+
+    pub(crate) fn rt() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -458,8 +465,7 @@ mod tests {
 
     #[test]
     fn changes_survive_reopening() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("meta.db");
+        let (_dir, db) = temp_db();
         rt().block_on(async {
             let s = Store::open_sqlite(&db).await.unwrap();
             let sre = s.add_node(None, "sre", "team").await.unwrap();
@@ -505,8 +511,7 @@ mod tests {
 
     #[test]
     fn a_host_with_nodes_and_tags_is_added_whole_or_not_at_all() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("meta.db");
+        let (_dir, db) = temp_db();
         rt().block_on(async {
             let s = Store::open_sqlite(&db).await.unwrap();
             let a = s.add_node(None, "a", "team").await.unwrap();
@@ -527,8 +532,7 @@ mod tests {
 
     #[test]
     fn refused_changes_change_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("meta.db");
+        let (_dir, db) = temp_db();
         rt().block_on(async {
             let s = Store::open_sqlite(&db).await.unwrap();
             let a = s.add_node(None, "a", "team").await.unwrap();
@@ -560,8 +564,7 @@ mod tests {
 
     #[test]
     fn invalid_stored_data_is_refused_with_the_row_named() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("meta.db");
+        let (_dir, db) = temp_db();
         rt().block_on(async {
             let s = Store::open_sqlite(&db).await.unwrap();
             let a = s.add_node(None, "a", "team").await.unwrap();

@@ -158,13 +158,8 @@ mod tests {
 
     #[test]
     fn tokens_are_checked_by_hash_and_revocable() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("meta.db");
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
+        let (_dir, db) = crate::store::tests::temp_db();
+        crate::store::tests::rt().block_on(async {
             let s = Store::open_sqlite(&db).await.unwrap();
             let admin = s
                 .create_token(TokenKind::Admin, "first admin")
