@@ -108,6 +108,13 @@ struct ServerArgs {
     /// [default: 20].
     #[arg(long = "query.max-concurrency")]
     query_max_concurrency: Option<usize>,
+    /// An agent silent this long is marked `lost` [default: 30s, three missed heartbeats
+    /// at the agent's default interval].
+    #[arg(long = "agent.lost-after")]
+    agent_lost_after: Option<String>,
+    /// Most messages waiting for one agent; pushing more answers 429 [default: 1000].
+    #[arg(long = "agent.max-queued")]
+    agent_max_queued: Option<usize>,
 }
 
 /// The config file; every key is optional and named like its flag.
@@ -124,6 +131,8 @@ struct FileConfig {
     query_lookback_delta: Option<String>,
     query_max_samples: Option<usize>,
     query_max_concurrency: Option<usize>,
+    agent_lost_after: Option<String>,
+    agent_max_queued: Option<usize>,
 }
 
 fn parse_size(s: &str) -> Result<u64> {
@@ -176,6 +185,23 @@ fn format_duration(ms: i64) -> String {
         }
     }
     out
+}
+
+/// Raises the soft limit of open files to the hard limit: every agent holds a socket.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                tracing::warn!("cannot raise the limit of open files");
+            }
+        }
+    }
 }
 
 fn server(args: ServerArgs) -> Result<()> {
@@ -263,6 +289,31 @@ fn server(args: ServerArgs) -> Result<()> {
         bail!("--query.max-concurrency: must be positive");
     }
     flags.push(("query.max-concurrency".into(), max_concurrency.to_string()));
+    let mut channel = web::channel::Limits::default();
+    if let Some(s) = args.agent_lost_after.or(file.agent_lost_after) {
+        channel.lost_after = duration(&s, "agent.lost-after")?;
+        if channel.lost_after < Duration::from_millis(100) {
+            bail!("--agent.lost-after: at least 100ms");
+        }
+    }
+    if let Some(n) = args.agent_max_queued.or(file.agent_max_queued) {
+        if n == 0 {
+            bail!("--agent.max-queued: must be positive");
+        }
+        channel.max_queued = n;
+    }
+    flags.push((
+        "agent.lost-after".into(),
+        format_duration(
+            channel
+                .lost_after
+                .as_millis()
+                .try_into()
+                .unwrap_or(i64::MAX),
+        ),
+    ));
+    flags.push(("agent.max-queued".into(), channel.max_queued.to_string()));
+    raise_fd_limit();
     let settings = web::Settings {
         engine,
         query_max_concurrency: max_concurrency,
@@ -290,6 +341,10 @@ fn server(args: ServerArgs) -> Result<()> {
         first_start_tokens(&store, &data).await?;
         let store = Arc::new(store);
         state.set_inventory(store.clone());
+        let hub = Arc::new(web::channel::Hub::new(channel));
+        hub.load(&store);
+        state.set_hub(hub.clone());
+        let lost_watch = tokio::spawn(hub.watch_lost(store.clone()));
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut rx = stop_rx.clone();
         let server = tokio::spawn(web::serve(listener, state.clone(), async move {
@@ -309,6 +364,8 @@ fn server(args: ServerArgs) -> Result<()> {
         let _ = server.await;
         host_info.abort();
         let _ = host_info.await;
+        lost_watch.abort();
+        let _ = lost_watch.await;
         drop(state);
         tokio::task::spawn_blocking(move || match Arc::try_unwrap(db) {
             Ok(db) => db.close(),

@@ -3,7 +3,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use crate::util::{Server, client, json};
+use crate::util::{Server, call, client, json, send};
 
 /// A server on a fresh data directory, and the admin token of its first start.
 fn started() -> (tempfile::TempDir, std::path::PathBuf, Server, String) {
@@ -23,17 +23,6 @@ fn cli(s: &Server, token: &str, args: &[&str]) -> (i32, String, String) {
     let mut all: Vec<&str> = args.to_vec();
     all.extend(["--server", &url, "--token", token]);
     crate::util::minos(&all)
-}
-
-fn call(s: &Server, path: &str, token: Option<&str>) -> (u16, serde_json::Value) {
-    let mut req = client().get(s.url(path));
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    let r = req.send().expect("request");
-    let status = r.status().as_u16();
-    let body = r.text().expect("body");
-    (status, json(&body))
 }
 
 #[test]
@@ -90,23 +79,6 @@ fn first_start_tokens_guard_the_ops_api() {
     let (code, _) = call(&s, "/api/ops/v1/tree", Some(&admin));
     assert_eq!(code, 200);
     s.stop();
-}
-
-fn send(
-    s: &Server,
-    method: reqwest::Method,
-    path: &str,
-    token: &str,
-    body: serde_json::Value,
-) -> (u16, serde_json::Value) {
-    let r = client()
-        .request(method, s.url(path))
-        .bearer_auth(token)
-        .body(body.to_string())
-        .send()
-        .expect("request");
-    let status = r.status().as_u16();
-    (status, json(&r.text().expect("body")))
 }
 
 fn hostnames(body: &serde_json::Value) -> Vec<String> {

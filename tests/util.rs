@@ -279,3 +279,33 @@ pub fn minos(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).to_string(),
     )
 }
+
+/// `GET path` with an optional bearer token; status and JSON body.
+pub fn call(s: &Server, path: &str, token: Option<&str>) -> (u16, serde_json::Value) {
+    let mut req = client().get(s.url(path));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let r = req.send().expect("request");
+    let status = r.status().as_u16();
+    let body = r.text().expect("body");
+    (status, json(&body))
+}
+
+/// A request with a bearer token and a JSON body; status and JSON body.
+pub fn send(
+    s: &Server,
+    method: reqwest::Method,
+    path: &str,
+    token: &str,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let r = client()
+        .request(method, s.url(path))
+        .bearer_auth(token)
+        .body(body.to_string())
+        .send()
+        .expect("request");
+    let status = r.status().as_u16();
+    (status, json(&r.text().expect("body")))
+}

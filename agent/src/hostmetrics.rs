@@ -50,7 +50,7 @@ pub struct HostCollector {
 }
 
 /// Mount points node_exporter's filesystem collector leaves out by default.
-fn excluded_mount(mp: &str) -> bool {
+pub(crate) fn excluded_mount(mp: &str) -> bool {
     let under = |p: &str| mp == p || mp.starts_with(&format!("{p}/"));
     under("/dev")
         || under("/proc")
@@ -61,7 +61,7 @@ fn excluded_mount(mp: &str) -> bool {
 }
 
 /// File system types node_exporter's filesystem collector leaves out by default.
-const EXCLUDED_FSTYPES: [&str; 24] = [
+pub(crate) const EXCLUDED_FSTYPES: [&str; 24] = [
     "autofs",
     "binfmt_misc",
     "bpf",
@@ -133,7 +133,7 @@ fn meminfo_name(key: &str) -> String {
 }
 
 /// Mount points in `/proc/*/mounts` escape spaces and a few other bytes as `\NNN`.
-fn unescape_mount(s: &str) -> String {
+pub(crate) fn unescape_mount(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

@@ -7,8 +7,10 @@
 //! resolver every feature that targets hosts uses.
 //!
 //! [`tree`] holds the model and its rules, with no I/O; [`store`] persists it (SQLite by
-//! default) and the HTTP API builds on that.
+//! default) and the HTTP API builds on that; [`agents`] holds each enrolled agent's
+//! credential, facts and liveness.
 
+pub mod agents;
 pub mod glob;
 pub mod import;
 pub mod selector;
@@ -16,6 +18,7 @@ pub mod store;
 pub mod tokens;
 pub mod tree;
 
+pub use agents::{AgentRecord, AgentStatus, Enrolled};
 pub use selector::{Selector, SelectorError};
 pub use store::{Store, StoreError};
 pub use tokens::{TokenInfo, TokenKind};

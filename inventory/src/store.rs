@@ -18,6 +18,9 @@
 //! host_nodes(host_id, node_id)                  PK (host_id, node_id)
 //! tokens(id PK, kind, name, hash UNIQUE,         kind: admin | api | enroll; hash: hex
 //!        created, revoked NULL)                 SHA-256 of the token; times: Unix ms
+//! agents(host_id PK, secret_hash UNIQUE,        one per enrolled host (see crate::agents);
+//!        machine_id, enrolled_at, facts,        facts: the JSON object the agent sent;
+//!        facts_at, status, status_at, last_seen) status: enrolled | online | lost
 //! ```
 //! Loading checks every rule again ([`Inventory::from_parts`]): a database edited into an
 //! invalid state is refused with the row named, never half-loaded.
@@ -33,7 +36,7 @@ use crate::tree::{Host, HostId, Inventory, Node, NodeId, TreeError};
 
 const SCHEMA_VERSION: i64 = 1;
 
-const SCHEMA: [&str; 7] = [
+const SCHEMA: [&str; 8] = [
     "CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS nodes (id BIGINT PRIMARY KEY, parent BIGINT NULL, \
      name TEXT NOT NULL, kind TEXT NOT NULL, owners TEXT NOT NULL DEFAULT '')",
@@ -46,6 +49,10 @@ const SCHEMA: [&str; 7] = [
      PRIMARY KEY (host_id, node_id))",
     "CREATE TABLE IF NOT EXISTS tokens (id BIGINT PRIMARY KEY, kind TEXT NOT NULL, \
      name TEXT NOT NULL, hash TEXT NOT NULL UNIQUE, created BIGINT NOT NULL, revoked BIGINT NULL)",
+    "CREATE TABLE IF NOT EXISTS agents (host_id BIGINT PRIMARY KEY, \
+     secret_hash TEXT NOT NULL UNIQUE, machine_id TEXT NOT NULL, enrolled_at BIGINT NOT NULL, \
+     facts TEXT NOT NULL, facts_at BIGINT NOT NULL, status TEXT NOT NULL, \
+     status_at BIGINT NOT NULL, last_seen BIGINT NOT NULL)",
 ];
 
 /// Why a store operation failed.
@@ -72,6 +79,8 @@ pub struct Store {
     writer: tokio::sync::Mutex<()>,
     /// Bumped at every published change.
     changes: tokio::sync::watch::Sender<u64>,
+    /// The `agents` table, mirrored.
+    agents: RwLock<crate::agents::Agents>,
 }
 
 fn id(v: u64) -> i64 {
@@ -115,7 +124,9 @@ impl Store {
             _ => return Err(StoreError::Invalid("several schema versions".into())),
         }
         let inv = load(&pool).await?;
+        let agents = crate::agents::load(&pool).await?;
         Ok(Store {
+            agents: RwLock::new(agents),
             pool,
             current: RwLock::new(Arc::new(inv)),
             writer: tokio::sync::Mutex::new(()),
@@ -131,7 +142,21 @@ impl Store {
         }
     }
 
-    fn publish(&self, inv: Inventory) {
+    pub(crate) fn agents_ref<T>(&self, f: impl FnOnce(&crate::agents::Agents) -> T) -> T {
+        match self.agents.read() {
+            Ok(g) => f(&g),
+            Err(p) => f(&p.into_inner()),
+        }
+    }
+
+    pub(crate) fn agents_mut<T>(&self, f: impl FnOnce(&mut crate::agents::Agents) -> T) -> T {
+        match self.agents.write() {
+            Ok(mut g) => f(&mut g),
+            Err(p) => f(&mut p.into_inner()),
+        }
+    }
+
+    pub(crate) fn publish(&self, inv: Inventory) {
         match self.current.write() {
             Ok(mut g) => *g = Arc::new(inv),
             Err(p) => *p.into_inner() = Arc::new(inv),

@@ -47,7 +47,7 @@ pub struct TokenInfo {
     pub revoked: Option<i64>,
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
@@ -57,12 +57,20 @@ fn hex(bytes: &[u8]) -> String {
     s
 }
 
+/// A new secret `minos_<kind>_<64 hex digits>`.
+pub(crate) fn secret(kind: &str) -> Result<String, StoreError> {
+    let mut bits = [0u8; 32];
+    getrandom::fill(&mut bits)
+        .map_err(|e| StoreError::Invalid(format!("no randomness for a secret: {e}")))?;
+    Ok(format!("minos_{kind}_{}", hex(&bits)))
+}
+
 /// The stored form of a token.
 pub fn hash(token: &str) -> String {
     hex(&Sha256::digest(token.as_bytes()))
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -84,10 +92,7 @@ fn info(r: Row) -> Option<TokenInfo> {
 impl Store {
     /// Creates a token and returns it in plain text: the only time it is shown.
     pub async fn create_token(&self, kind: TokenKind, name: &str) -> Result<String, StoreError> {
-        let mut secret = [0u8; 32];
-        getrandom::fill(&mut secret)
-            .map_err(|e| StoreError::Invalid(format!("no randomness for a token: {e}")))?;
-        let token = format!("minos_{}_{}", kind.as_str(), hex(&secret));
+        let token = secret(kind.as_str())?;
         let next: (Option<i64>,) = sqlx::query_as("SELECT MAX(id) FROM tokens")
             .fetch_one(self.pool())
             .await?;

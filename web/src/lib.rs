@@ -13,8 +13,13 @@
 //! - `export`: `GET /api/v1/export`, raw samples as JSON lines.
 //! - `ops`: health, readiness, `/metrics`, `/internal/force_flush`, `/internal/force_merge`.
 //! - `opsapi`: the ops API under `/api/ops/v1/` (inventory), behind API tokens.
+//! - `channel`: the agent channel's state (connections, queues, liveness), without HTTP.
+//! - `agentapi`: `/api/agent/v1/` (enrollment, the channel's WebSocket, the agents'
+//!   remote_write) and the ops API's view of agents.
 
+pub mod agentapi;
 pub mod api;
+pub mod channel;
 pub mod export;
 pub mod ops;
 pub mod opsapi;
@@ -68,6 +73,8 @@ pub struct AppState {
     db: OnceLock<Arc<Db>>,
     /// Set once the metadata store has opened; until then the ops API answers 503.
     inventory: OnceLock<Arc<inventory::Store>>,
+    /// Set with the inventory: the agent channel.
+    hub: OnceLock<Arc<channel::Hub>>,
     settings: Settings,
     /// Query slots, sized by `settings.query_max_concurrency`.
     pub(crate) slots: slots::QuerySlots,
@@ -90,6 +97,7 @@ impl AppState {
         Arc::new(AppState {
             db: OnceLock::new(),
             inventory: OnceLock::new(),
+            hub: OnceLock::new(),
             slots: slots::QuerySlots::new(settings.query_max_concurrency),
             settings,
             started: std::time::SystemTime::now(),
@@ -105,6 +113,15 @@ impl AppState {
     /// Makes the metadata store available to the ops API.
     pub fn set_inventory(&self, store: Arc<inventory::Store>) {
         let _ = self.inventory.set(store);
+    }
+
+    /// Makes the agent channel available.
+    pub fn set_hub(&self, hub: Arc<channel::Hub>) {
+        let _ = self.hub.set(hub);
+    }
+
+    pub(crate) fn hub(&self) -> Option<&Arc<channel::Hub>> {
+        self.hub.get()
     }
 
     pub(crate) fn inventory(&self) -> Option<&Arc<inventory::Store>> {
@@ -166,6 +183,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/status/config", get(status::config))
         .route("/api/v1/status/tsdb", get(status::tsdb))
         .route("/api/v1/status/walreplay", get(status::walreplay))
+        .route(agent::proto::ENROLL_PATH, post(agentapi::enroll))
+        .route(agent::proto::CHANNEL_PATH, get(agentapi::channel))
+        .route(
+            agent::proto::WRITE_PATH,
+            post(agentapi::write).layer(axum::extract::DefaultBodyLimit::max(body_limit)),
+        )
         .nest("/api/ops/v1", ops_router(state.clone()))
         .layer(axum::extract::DefaultBodyLimit::max(16 << 20))
         .with_state(state)
@@ -190,6 +213,10 @@ fn ops_router(state: Arc<AppState>) -> Router<Arc<AppState>> {
             get(opsapi::list_tokens).post(opsapi::create_token),
         )
         .route("/tokens/{id}", axum::routing::delete(opsapi::revoke_token))
+        .route(
+            "/agents/{host}/messages",
+            get(agentapi::messages).post(agentapi::push),
+        )
         .layer(axum::extract::DefaultBodyLimit::max(
             inventory::import::MAX_BYTES,
         ))

@@ -114,6 +114,9 @@ pub async fn metrics(State(st): State<Arc<AppState>>) -> Response {
         "Start time of the process.",
         &[("", start)],
     );
+    if let Some(hub) = st.hub() {
+        channel_metrics(&mut out, &st, hub);
+    }
     let slots = &st.slots;
     metric(
         &mut out,
@@ -291,4 +294,126 @@ pub async fn metrics(State(st): State<Arc<AppState>>) -> Response {
         );
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+/// The agent channel's gauges and counters.
+fn channel_metrics(out: &mut String, st: &AppState, hub: &crate::channel::Hub) {
+    let c = &hub.counters;
+    let (connected, queued) = hub.gauges();
+    let (mut online, mut lost) = (0usize, 0usize);
+    if let Some(store) = st.inventory() {
+        for r in store.agents() {
+            match hub.status(r.host).unwrap_or(r.status) {
+                inventory::AgentStatus::Online => online += 1,
+                inventory::AgentStatus::Lost => lost += 1,
+                inventory::AgentStatus::Enrolled => {}
+            }
+        }
+    }
+    metric(
+        out,
+        "minos_agents_connected",
+        "gauge",
+        "Agents holding the channel open.",
+        &[("", connected as f64)],
+    );
+    metric(
+        out,
+        "minos_agents",
+        "gauge",
+        "Enrolled agents by status.",
+        &[
+            ("{status=\"online\"}", online as f64),
+            ("{status=\"lost\"}", lost as f64),
+        ],
+    );
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64;
+    for (name, help, v) in [
+        (
+            "minos_agent_heartbeats_total",
+            "Heartbeats received from agents.",
+            &c.heartbeats,
+        ),
+        (
+            "minos_agent_connections_total",
+            "Channel connections accepted.",
+            &c.connects,
+        ),
+        (
+            "minos_agent_auth_failures_total",
+            "Agent requests refused for a missing or unknown secret.",
+            &c.refused,
+        ),
+        (
+            "minos_agent_bad_frames_total",
+            "Connections closed for a frame outside the protocol.",
+            &c.bad_frames,
+        ),
+        (
+            "minos_agent_messages_sent_total",
+            "Messages sent to agents, resends included.",
+            &c.sent,
+        ),
+        (
+            "minos_agent_messages_acked_total",
+            "Messages agents acknowledged.",
+            &c.acked,
+        ),
+        (
+            "minos_agent_messages_received_total",
+            "Messages received from agents, each once.",
+            &c.received,
+        ),
+        (
+            "minos_agent_messages_duplicate_total",
+            "Messages from agents received again and dropped.",
+            &c.duplicates,
+        ),
+    ] {
+        metric(out, name, "counter", help, &[("", load(v))]);
+    }
+    let snap = st.inventory().map(|s| s.snapshot());
+    let per_agent: Vec<(String, f64)> = queued
+        .iter()
+        .map(|(h, n)| {
+            let name = snap
+                .as_ref()
+                .and_then(|i| i.host(*h).map(|x| x.hostname.clone()))
+                .unwrap_or_else(|| h.0.to_string());
+            (
+                format!("{{hostname=\"{}\"}}", escape_label(&name)),
+                *n as f64,
+            )
+        })
+        .collect();
+    let total: usize = queued.iter().map(|(_, n)| n).sum();
+    metric(
+        out,
+        "minos_agents_queued_messages",
+        "gauge",
+        "Messages waiting for agents, all agents together.",
+        &[("", total as f64)],
+    );
+    let per: Vec<(&str, f64)> = per_agent.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+    metric(
+        out,
+        "minos_agent_queued_messages",
+        "gauge",
+        "Messages waiting for one agent (agents with none are not listed).",
+        &per,
+    );
+    metric(
+        out,
+        "minos_agent_queue_limit_messages",
+        "gauge",
+        "Most messages that may wait for one agent (--agent.max-queued).",
+        &[("", hub.limits.max_queued as f64)],
+    );
+}
+
+/// A label value as the text exposition format writes it.
+fn escape_label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }

@@ -56,7 +56,7 @@ pub async fn require_token(
     }
 }
 
-fn host_json(inv: &Inventory, h: &inventory::tree::Host) -> Value {
+fn host_json(st: &AppState, inv: &Inventory, h: &inventory::tree::Host) -> Value {
     let placements: Vec<Value> = inv
         .placements(h)
         .into_iter()
@@ -72,6 +72,7 @@ fn host_json(inv: &Inventory, h: &inventory::tree::Host) -> Value {
         "hostname": h.hostname,
         "tags": h.tags,
         "placements": placements,
+        "agent": crate::agentapi::agent_json(st, h.id),
     })
 }
 
@@ -91,7 +92,7 @@ pub async fn hosts(State(st): State<Arc<AppState>>, RawQuery(q): RawQuery) -> Re
     let hosts: Vec<Value> = ids
         .into_iter()
         .filter_map(|id| inv.host(id))
-        .map(|h| host_json(&inv, h))
+        .map(|h| host_json(&st, &inv, h))
         .collect();
     success(json!({ "hosts": hosts }))
 }
@@ -283,7 +284,7 @@ pub async fn add_host(State(st): State<Arc<AppState>>, body: axum::body::Bytes) 
         let h = inv
             .host(id)
             .ok_or_else(|| ApiError::internal("host vanished"))?;
-        Ok::<_, ApiError>(success(host_json(&inv, h)))
+        Ok::<_, ApiError>(success(host_json(&st, &inv, h)))
     };
     run.await.unwrap_or_else(|e| e.into_response())
 }

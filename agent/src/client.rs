@@ -1,0 +1,617 @@
+//! The running agent: enrollment, the channel to the server, and the metrics loop.
+//!
+//! # State directory
+//! ```text
+//! identity.json   {"server","host_id","hostname","secret"}   mode 0600; written at enrollment
+//! delivered.json  {"incarnation","last"}                      the last server message delivered
+//! spool/          metric pushes waiting for the server (crate::spool)
+//! ```
+//! Both files are replaced whole (written to a temporary name, synced, renamed).
+//!
+//! # Behaviour
+//! - No identity: enroll with the enrollment token (`POST /api/agent/v1/enroll`). The
+//!   server answering 401 to the agent's secret later (its database was reset, or the
+//!   host was enrolled again elsewhere) makes the agent enroll again if it still has a
+//!   token, and otherwise keep trying with backoff, saying why.
+//! - The channel: hello with the facts, a heartbeat every `heartbeat` carrying the facts
+//!   when they changed, messages both ways with acknowledgements (`crate::proto`). A
+//!   channel that gets no heartbeat acknowledgement for three heartbeats is dropped and
+//!   opened again. Reconnects wait a random time up to a backoff that starts at half a
+//!   heartbeat and doubles to six heartbeats (one minute by default), so agents cut off by
+//!   a server restart come back spread out instead of in the same second.
+//! - Metrics: collected every `interval`, pushed to `POST /api/agent/v1/write`; a push
+//!   the server does not take is kept in the spool (bounded by `spool_max_bytes`, oldest
+//!   dropped first) and the spool is drained oldest first before anything newer is sent,
+//!   so samples arrive in order.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde::{Deserialize, Serialize};
+use tokio_tungstenite::tungstenite::{self, Message, client::IntoClientRequest};
+
+use crate::facts::{self, Facts};
+use crate::proto::{self, AgentFrame, Cursor, EnrollRequest, EnrollResponse, MsgId, ServerFrame};
+use crate::spool::Spool;
+
+/// What `minos agent` was told.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The server's base URL (`http://minos:9797`).
+    pub server: String,
+    /// The enrollment token (needed until the agent has enrolled).
+    pub enroll_token: Option<String>,
+    pub state_dir: PathBuf,
+    pub hostname: String,
+    pub heartbeat: Duration,
+    /// How often host metrics are collected and pushed.
+    pub interval: Duration,
+    pub spool_max_bytes: u64,
+    pub roots: facts::Roots,
+}
+
+/// The agent's credential, as stored in `identity.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Identity {
+    pub server: String,
+    pub host_id: u64,
+    pub hostname: String,
+    pub secret: String,
+}
+
+/// A value behind a mutex whose guard never escapes a call (so never crosses an await).
+#[derive(Default)]
+struct Shared<T>(std::sync::Mutex<T>);
+
+impl<T: Clone> Shared<T> {
+    fn new(v: T) -> Self {
+        Shared(std::sync::Mutex::new(v))
+    }
+
+    fn get(&self) -> T {
+        match self.0.lock() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    fn set(&self, v: T) {
+        match self.0.lock() {
+            Ok(mut g) => *g = v,
+            Err(p) => *p.into_inner() = v,
+        }
+    }
+}
+
+/// Writes `bytes` to `path` whole: a temporary file, synced, renamed, directory synced.
+fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, String> {
+    match std::fs::read(path) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| format!("{}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+/// A random number in `0..n` (0 when `n` is 0).
+fn random_below(n: u64) -> u64 {
+    let mut b = [0u8; 8];
+    if getrandom::fill(&mut b).is_err() {
+        // No randomness: the clock's nanoseconds still spread agents apart.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        b = u64::from(nanos).to_le_bytes();
+    }
+    u64::from_le_bytes(b) % n.max(1)
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// Reconnect delays: full jitter over an exponential backoff.
+struct Backoff {
+    base: Duration,
+    max: Duration,
+    current: Duration,
+}
+
+impl Backoff {
+    fn new(heartbeat: Duration) -> Backoff {
+        let base = (heartbeat / 2).max(Duration::from_millis(50));
+        Backoff {
+            base,
+            max: heartbeat * 6,
+            current: base,
+        }
+    }
+
+    fn next(&mut self) -> Duration {
+        let ms = u64::try_from(self.current.as_millis()).unwrap_or(u64::MAX);
+        let d = Duration::from_millis(ms / 10 + random_below(ms));
+        self.current = (self.current * 2).min(self.max);
+        d
+    }
+
+    fn reset(&mut self) {
+        self.current = self.base;
+    }
+}
+
+/// Why the channel ended.
+enum Ended {
+    /// The server does not know our secret.
+    Unauthorized,
+    /// Anything else: reconnect after a while.
+    Other(String),
+}
+
+struct Agent {
+    cfg: Config,
+    http: reqwest::Client,
+    identity: Shared<Option<Identity>>,
+    incarnation: u64,
+    /// Messages to the server not yet acknowledged, in order.
+    outbox: Shared<Vec<(MsgId, String, serde_json::Value)>>,
+    next_up: std::sync::atomic::AtomicU64,
+}
+
+/// Runs the agent until the process is stopped.
+pub async fn run(cfg: Config) -> Result<(), String> {
+    std::fs::create_dir_all(&cfg.state_dir)
+        .map_err(|e| format!("{}: {e}", cfg.state_dir.display()))?;
+    let identity: Option<Identity> = read_json(&cfg.state_dir.join("identity.json"))?;
+    let identity = identity.filter(|i| {
+        let same = i.server == cfg.server && i.hostname == cfg.hostname;
+        if !same {
+            tracing::info!(
+                "the stored identity is for another server or host name: enrolling again"
+            );
+        }
+        same
+    });
+    if identity.is_none() && cfg.enroll_token.is_none() {
+        return Err(format!(
+            "not enrolled ({} holds no identity): pass --token with the server's enrollment token",
+            cfg.state_dir.display()
+        ));
+    }
+    let spool = Spool::open(&cfg.state_dir.join("spool"), cfg.spool_max_bytes)
+        .map_err(|e| format!("{}: {e}", cfg.state_dir.join("spool").display()))?;
+    if !spool.is_empty() {
+        tracing::info!(
+            "{} metric pushes ({} bytes) wait in the spool",
+            spool.len(),
+            spool.bytes()
+        );
+    }
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| format!("HTTP client: {e}"))?;
+    let agent = Arc::new(Agent {
+        http,
+        identity: Shared::new(identity),
+        incarnation: now_ms(),
+        outbox: Shared::new(Vec::new()),
+        next_up: std::sync::atomic::AtomicU64::new(1),
+        cfg,
+    });
+    let metrics = tokio::spawn(agent.clone().metrics_loop(spool));
+    let channel = agent.clone().channel_loop();
+    tokio::select! {
+        r = metrics => r.map_err(|e| e.to_string()),
+        () = channel => Ok(()),
+    }
+}
+
+impl Agent {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.cfg.server.trim_end_matches('/'))
+    }
+
+    fn facts(&self) -> Facts {
+        let (f, errors) = facts::collect(
+            &self.cfg.roots,
+            &self.cfg.hostname,
+            env!("CARGO_PKG_VERSION"),
+        );
+        for e in errors {
+            tracing::debug!("facts: {e}");
+        }
+        f
+    }
+
+    /// Enrolls (again) and stores the identity.
+    async fn enroll(&self) -> Result<Identity, String> {
+        let Some(token) = &self.cfg.enroll_token else {
+            return Err(
+                "the server refused our secret and there is no --token to enroll again".into(),
+            );
+        };
+        let req = EnrollRequest {
+            hostname: self.cfg.hostname.clone(),
+            facts: self.facts(),
+        };
+        let resp = self
+            .http
+            .post(self.url(proto::ENROLL_PATH))
+            .bearer_auth(token)
+            .json(&req)
+            .send()
+            .await
+            .map_err(|e| format!("enrolling: {e}"))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let text = resp.text().await.unwrap_or_default();
+            return Err(format!("enrolling: {status}: {text}"));
+        }
+        let r: EnrollResponse = resp
+            .json()
+            .await
+            .map_err(|e| format!("enrolling: bad answer: {e}"))?;
+        let id = Identity {
+            server: self.cfg.server.clone(),
+            host_id: r.host_id,
+            hostname: r.hostname,
+            secret: r.secret,
+        };
+        let bytes = serde_json::to_vec_pretty(&id).map_err(|e| e.to_string())?;
+        write_atomic(&self.cfg.state_dir.join("identity.json"), &bytes, 0o600)
+            .map_err(|e| format!("storing the identity: {e}"))?;
+        tracing::info!("enrolled as {} (host {})", id.hostname, id.host_id);
+        self.identity.set(Some(id.clone()));
+        Ok(id)
+    }
+
+    /// The channel, forever: connect, converse, back off, again.
+    async fn channel_loop(self: Arc<Self>) {
+        let mut backoff = Backoff::new(self.cfg.heartbeat);
+        let mut cursor: Cursor = read_json(&self.cfg.state_dir.join("delivered.json"))
+            .unwrap_or_else(|e| {
+                tracing::warn!("{e}; starting without a delivery cursor");
+                None
+            })
+            .unwrap_or_default();
+        loop {
+            let identity = match self.identity.get() {
+                Some(i) => Ok(i),
+                None => self.enroll().await,
+            };
+            let ended = match identity {
+                Err(e) => Ended::Other(e),
+                Ok(id) => {
+                    let started = tokio::time::Instant::now();
+                    let r = self.converse(&id, &mut cursor).await;
+                    if started.elapsed() > self.cfg.heartbeat * 3 {
+                        backoff.reset();
+                    }
+                    r
+                }
+            };
+            match ended {
+                Ended::Unauthorized => {
+                    tracing::warn!("the server does not know this agent's secret");
+                    if self.cfg.enroll_token.is_some() {
+                        self.identity.set(None);
+                    }
+                }
+                Ended::Other(e) => tracing::warn!("channel: {e}"),
+            }
+            tokio::time::sleep(backoff.next()).await;
+        }
+    }
+
+    /// One connection, until it breaks.
+    async fn converse(&self, id: &Identity, cursor: &mut Cursor) -> Ended {
+        let base = self.url(proto::CHANNEL_PATH);
+        let ws_url = if let Some(rest) = base.strip_prefix("https://") {
+            format!("wss://{rest}")
+        } else if let Some(rest) = base.strip_prefix("http://") {
+            format!("ws://{rest}")
+        } else {
+            return Ended::Other(format!("--server {}: not an http(s) URL", self.cfg.server));
+        };
+        let mut req = match ws_url.into_client_request() {
+            Ok(r) => r,
+            Err(e) => return Ended::Other(e.to_string()),
+        };
+        match format!("Bearer {}", id.secret).parse() {
+            Ok(v) => {
+                req.headers_mut().insert("authorization", v);
+            }
+            Err(_) => return Ended::Other("the stored secret is not a valid header".into()),
+        }
+        let config = tungstenite::protocol::WebSocketConfig::default()
+            .max_message_size(Some(proto::MAX_FRAME_BYTES))
+            .max_frame_size(Some(proto::MAX_FRAME_BYTES));
+        let connect = tokio_tungstenite::connect_async_with_config(req, Some(config), true);
+        let mut ws = match tokio::time::timeout(Duration::from_secs(10), connect).await {
+            Err(_) => return Ended::Other("connecting: timed out".into()),
+            Ok(Err(tungstenite::Error::Http(resp))) if resp.status() == 401 => {
+                return Ended::Unauthorized;
+            }
+            Ok(Err(e)) => return Ended::Other(format!("connecting: {e}")),
+            Ok(Ok((ws, _))) => ws,
+        };
+        let mut facts = self.facts();
+        let hello = AgentFrame::Hello {
+            version: proto::VERSION,
+            agent_version: env!("CARGO_PKG_VERSION").into(),
+            heartbeat_ms: u64::try_from(self.cfg.heartbeat.as_millis()).unwrap_or(u64::MAX),
+            facts: Some(Box::new(facts.clone())),
+        };
+        macro_rules! send {
+            ($frame:expr) => {
+                match serde_json::to_string(&$frame) {
+                    Ok(t) => {
+                        if let Err(e) = ws.send(Message::Text(t.into())).await {
+                            return Ended::Other(format!("sending: {e}"));
+                        }
+                    }
+                    Err(e) => return Ended::Other(e.to_string()),
+                }
+            };
+        }
+        send!(hello);
+        // Whatever the server did not acknowledge before goes again, in order.
+        for (mid, kind, body) in self.outbox.get() {
+            send!(AgentFrame::Msg {
+                id: mid,
+                kind,
+                body
+            });
+        }
+        tracing::info!("channel open to {}", self.cfg.server);
+        let mut tick = tokio::time::interval(self.cfg.heartbeat);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        let mut seq = 0u64;
+        let mut last_ack = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    if last_ack.elapsed() > self.cfg.heartbeat * 3 {
+                        return Ended::Other("no heartbeat acknowledgement for three heartbeats".into());
+                    }
+                    seq += 1;
+                    let now = self.facts();
+                    let changed = now != facts;
+                    if changed {
+                        facts = now.clone();
+                    }
+                    send!(AgentFrame::Heartbeat { seq, facts: changed.then(|| Box::new(now)) });
+                }
+                frame = ws.next() => {
+                    let text = match frame {
+                        None => return Ended::Other("the server closed the channel".into()),
+                        Some(Err(e)) => return Ended::Other(e.to_string()),
+                        Some(Ok(Message::Text(t))) => t,
+                        Some(Ok(Message::Close(c))) => {
+                            return Ended::Other(format!(
+                                "the server closed the channel: {}",
+                                c.map(|c| c.reason.to_string()).unwrap_or_default()
+                            ));
+                        }
+                        Some(Ok(_)) => continue,
+                    };
+                    let frame: ServerFrame = match serde_json::from_str(&text) {
+                        Ok(f) => f,
+                        Err(e) => return Ended::Other(format!("bad frame from the server: {e}")),
+                    };
+                    match frame {
+                        ServerFrame::Welcome { .. } => last_ack = tokio::time::Instant::now(),
+                        ServerFrame::HeartbeatAck { .. } => last_ack = tokio::time::Instant::now(),
+                        ServerFrame::Ack { id } => {
+                            let mut out = self.outbox.get();
+                            out.retain(|(m, _, _)| *m != id);
+                            self.outbox.set(out);
+                        }
+                        ServerFrame::Msg { id: mid, kind, body } => {
+                            let mut next = *cursor;
+                            if next.accept(mid) {
+                                // Recorded before the acknowledgement: a restart in between
+                                // does not deliver it twice.
+                                let bytes = serde_json::to_vec(&next).unwrap_or_default();
+                                if let Err(e) = write_atomic(&self.cfg.state_dir.join("delivered.json"), &bytes, 0o600) {
+                                    return Ended::Other(format!("recording a delivery: {e}"));
+                                }
+                                *cursor = next;
+                                let (rk, rb) = self.handle(mid, &kind, body);
+                                let up = MsgId(self.incarnation, self.next_up.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+                                let mut out = self.outbox.get();
+                                out.push((up, rk.clone(), rb.clone()));
+                                self.outbox.set(out);
+                                send!(AgentFrame::Ack { id: mid });
+                                send!(AgentFrame::Msg { id: up, kind: rk, body: rb });
+                            } else {
+                                send!(AgentFrame::Ack { id: mid });
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// What a message from the server asks, answered as a message back.
+    fn handle(
+        &self,
+        id: MsgId,
+        kind: &str,
+        body: serde_json::Value,
+    ) -> (String, serde_json::Value) {
+        let re = serde_json::json!([id.0, id.1]);
+        match kind {
+            "ping" => ("pong".into(), serde_json::json!({"re": re, "body": body})),
+            _ => (
+                "error".into(),
+                serde_json::json!({"re": re, "error": format!("unknown message kind {kind:?}")}),
+            ),
+        }
+    }
+
+    /// Collects and pushes host metrics every interval, through the spool.
+    async fn metrics_loop(self: Arc<Self>, mut spool: Spool) {
+        let collector = crate::hostmetrics::HostCollector::new(&self.cfg.roots.proc_root);
+        let mut tick = tokio::time::interval(self.cfg.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let c = collector.collect();
+            for e in &c.errors {
+                tracing::debug!("collecting {e}");
+            }
+            let now = i64::try_from(now_ms()).unwrap_or(i64::MAX);
+            let body = crate::push::write_request(&c.metrics, &self.cfg.hostname, now);
+            if spool.is_empty() {
+                match self.push(&body).await {
+                    Pushed::Done => continue,
+                    Pushed::Refused(why) => {
+                        tracing::warn!("the server refused host metrics: {why}");
+                        continue;
+                    }
+                    Pushed::Later(why) if self.identity.get().is_some() => {
+                        tracing::warn!("pushing host metrics: {why}; spooling");
+                    }
+                    Pushed::Later(_) => {}
+                }
+            }
+            if let Err(e) = spool.push(&body) {
+                tracing::error!("spooling host metrics: {e}");
+            }
+            self.drain(&mut spool).await;
+        }
+    }
+
+    /// Sends the spool oldest first until it is empty or the server stops taking it.
+    async fn drain(&self, spool: &mut Spool) {
+        loop {
+            let front = match spool.front() {
+                Ok(Some(f)) => f,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::error!("reading the spool: {e}");
+                    return;
+                }
+            };
+            match self.push(&front).await {
+                Pushed::Later(_) => return,
+                Pushed::Refused(why) => tracing::warn!("the server refused spooled metrics: {why}"),
+                Pushed::Done => {}
+            }
+            if let Err(e) = spool.pop_front() {
+                tracing::error!("removing from the spool: {e}");
+                return;
+            }
+        }
+    }
+
+    async fn push(&self, body: &[u8]) -> Pushed {
+        let Some(id) = self.identity.get() else {
+            return Pushed::Later("not enrolled yet".into());
+        };
+        let sent = self
+            .http
+            .post(self.url(proto::WRITE_PATH))
+            .bearer_auth(&id.secret)
+            .header("Content-Encoding", "snappy")
+            .header("Content-Type", "application/x-protobuf")
+            .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+            .body(body.to_vec())
+            .send()
+            .await;
+        match sent {
+            Ok(r) if r.status().is_success() => Pushed::Done,
+            // Our secret is unknown: keep the data until the channel has enrolled again.
+            Ok(r) if r.status() == 401 || r.status() == 429 => {
+                Pushed::Later(r.status().to_string())
+            }
+            Ok(r) if r.status().is_client_error() => {
+                let s = r.status();
+                Pushed::Refused(format!("{s}: {}", r.text().await.unwrap_or_default()))
+            }
+            Ok(r) => Pushed::Later(r.status().to_string()),
+            Err(e) => Pushed::Later(e.to_string()),
+        }
+    }
+}
+
+enum Pushed {
+    Done,
+    /// The server took the request and refused its content: sending it again is useless.
+    Refused(String),
+    /// Not now: keep it.
+    Later(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_spreads_and_grows_to_its_bound() {
+        let mut b = Backoff::new(Duration::from_secs(10));
+        let firsts: Vec<Duration> = (0..50)
+            .map(|_| {
+                b.reset();
+                b.next()
+            })
+            .collect();
+        assert!(firsts.iter().all(|d| *d <= Duration::from_millis(5500)));
+        assert!(
+            firsts.iter().any(|d| *d != firsts[0]),
+            "jittered: {firsts:?}"
+        );
+        for _ in 0..20 {
+            assert!(b.next() <= Duration::from_secs(66));
+        }
+    }
+
+    #[test]
+    fn identity_files_are_written_whole_and_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("dir");
+        let p = dir.path().join("identity.json");
+        write_atomic(&p, b"{}", 0o600).expect("write");
+        let mode = std::fs::metadata(&p).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(!dir.path().join("identity.tmp").exists());
+        let back: Option<serde_json::Value> = read_json(&p).expect("read");
+        assert_eq!(back, Some(serde_json::json!({})));
+        assert!(
+            read_json::<serde_json::Value>(&dir.path().join("none"))
+                .expect("none")
+                .is_none()
+        );
+        std::fs::write(&p, b"{").expect("write");
+        assert!(read_json::<serde_json::Value>(&p).is_err());
+    }
+}

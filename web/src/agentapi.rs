@@ -1,0 +1,496 @@
+//! The agents' endpoints under `/api/agent/v1/`: enrollment, the channel (a WebSocket)
+//! and the agents' own remote_write; and the ops API's view of agents.
+//!
+//! `POST enroll` takes the enrollment token; everything else takes the agent's secret
+//! (`Authorization: Bearer minos_agent_...`): 401 without a valid one, before anything
+//! is read or changed. The frames are `agent::proto`'s; the state is [`crate::channel`]'s.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use agent::proto::{self, AgentFrame, EnrollRequest, EnrollResponse, ServerFrame};
+use axum::Json;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use inventory::{AgentStatus, HostId, Store, TokenKind};
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::api::{ApiError, success};
+use crate::channel::{Hub, PushError, Record};
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+}
+
+fn unauthorized(msg: &str) -> Response {
+    ApiError::with_status(StatusCode::UNAUTHORIZED, "unauthorized", msg).into_response()
+}
+
+fn parts(st: &AppState) -> Result<(&Arc<Store>, &Arc<Hub>), ApiError> {
+    match (st.inventory(), st.hub()) {
+        (Some(s), Some(h)) => Ok((s, h)),
+        _ => Err(ApiError::unavailable(
+            "starting: opening the metadata store",
+        )),
+    }
+}
+
+/// The host whose agent sent `headers`' secret.
+fn agent_host(st: &AppState, headers: &HeaderMap) -> Result<HostId, ApiError> {
+    let (store, hub) = parts(st)?;
+    let Some(secret) = bearer(headers) else {
+        hub.counters.refused.fetch_add(1, Ordering::Relaxed);
+        return Err(ApiError::with_status(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing agent secret: send Authorization: Bearer <secret>",
+        ));
+    };
+    store.agent_by_secret(secret).ok_or_else(|| {
+        hub.counters.refused.fetch_add(1, Ordering::Relaxed);
+        ApiError::with_status(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "unknown agent secret: enroll again",
+        )
+    })
+}
+
+/// Facts as stored: the JSON object, bounded.
+fn facts_json(f: &agent::facts::Facts) -> Result<String, String> {
+    let s = serde_json::to_string(f).map_err(|e| e.to_string())?;
+    if s.len() > proto::MAX_FACTS_BYTES {
+        return Err(format!(
+            "facts are {} bytes; at most {}",
+            s.len(),
+            proto::MAX_FACTS_BYTES
+        ));
+    }
+    Ok(s)
+}
+
+/// `POST /api/agent/v1/enroll`: an agent with the enrollment token gets its secret.
+pub async fn enroll(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+    let (store, _) = match parts(&st) {
+        Ok(p) => p,
+        Err(r) => return r.into_response(),
+    };
+    let Some(token) = bearer(&headers) else {
+        return unauthorized("missing enrollment token: send Authorization: Bearer <token>");
+    };
+    match store.check_token(token).await {
+        Ok(Some(t)) if t.kind == TokenKind::Enroll || t.kind == TokenKind::Admin => {}
+        Ok(Some(_)) => {
+            return ApiError::with_status(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "enrollment needs an enrollment (or admin) token",
+            )
+            .into_response();
+        }
+        Ok(None) => return unauthorized("unknown or revoked enrollment token"),
+        Err(e) => return ApiError::internal(e.to_string()).into_response(),
+    }
+    if body.len() > proto::MAX_FACTS_BYTES + 1024 {
+        return ApiError::with_status(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!(
+                "enrollment is {} bytes; at most {}",
+                body.len(),
+                proto::MAX_FACTS_BYTES + 1024
+            ),
+        )
+        .into_response();
+    }
+    let req: EnrollRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return ApiError::bad_data(format!("enrollment: {e}")).into_response(),
+    };
+    let facts = match facts_json(&req.facts) {
+        Ok(f) => f,
+        Err(e) => {
+            return ApiError::with_status(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e)
+                .into_response();
+        }
+    };
+    match store
+        .enroll_agent(req.hostname.trim(), &req.facts.machine_id, &facts)
+        .await
+    {
+        Ok(e) => {
+            tracing::info!(
+                "agent of {} enrolled{}",
+                req.hostname.trim(),
+                if e.existing_host {
+                    " (known host: record kept)"
+                } else {
+                    ""
+                }
+            );
+            Json(EnrollResponse {
+                host_id: e.host.0,
+                hostname: req.hostname.trim().to_string(),
+                secret: e.secret,
+            })
+            .into_response()
+        }
+        Err(inventory::StoreError::Rule(e)) => ApiError::bad_data(e.to_string()).into_response(),
+        Err(e) => ApiError::internal(e.to_string()).into_response(),
+    }
+}
+
+/// `POST /api/agent/v1/write`: remote_write from an enrolled agent.
+pub async fn write(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(r) = agent_host(&st, &headers) {
+        return r.into_response();
+    }
+    crate::write::remote_write(State(st), body).await
+}
+
+/// `GET /api/agent/v1/channel`: the agent's WebSocket.
+pub async fn channel(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let host = match agent_host(&st, &headers) {
+        Ok(h) => h,
+        Err(r) => return r.into_response(),
+    };
+    ws.max_message_size(proto::MAX_FRAME_BYTES)
+        .max_frame_size(proto::MAX_FRAME_BYTES)
+        .on_upgrade(move |socket| async move {
+            if let Err(e) = serve(st, host, socket).await {
+                tracing::debug!("agent channel of host {}: {e}", host.0);
+            }
+        })
+}
+
+async fn send(socket: &mut WebSocket, frame: &ServerFrame) -> Result<(), String> {
+    let text = serde_json::to_string(frame).map_err(|e| e.to_string())?;
+    socket
+        .send(Message::Text(text.into()))
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn close(socket: &mut WebSocket, code: u16, reason: String) -> Result<(), String> {
+    let _ = socket
+        .send(Message::Close(Some(CloseFrame {
+            code,
+            reason: reason.clone().into(),
+        })))
+        .await;
+    Err(reason)
+}
+
+/// Records a status change of `host`'s agent in the store, off the connection's path.
+fn record_online(store: &Arc<Store>, host: HostId) {
+    let store = store.clone();
+    tokio::spawn(async move {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            .unwrap_or(0);
+        if let Err(e) = store.set_agent_status(host, AgentStatus::Online, now).await {
+            tracing::error!("recording that host {} is online: {e}", host.0);
+        }
+    });
+}
+
+/// Stores facts that changed; an oversized object closes the channel.
+async fn store_facts(
+    store: &Store,
+    host: HostId,
+    facts: &agent::facts::Facts,
+) -> Result<(), (u16, String)> {
+    let json = facts_json(facts).map_err(|e| (close_code::SIZE, e))?;
+    if store.agent(host).is_some_and(|r| r.facts == json) {
+        return Ok(());
+    }
+    store
+        .set_agent_facts(host, &json)
+        .await
+        .map_err(|e| (close_code::ERROR, e.to_string()))
+}
+
+/// One connection: hello first, then heartbeats, acks and messages both ways.
+async fn serve(st: Arc<AppState>, host: HostId, mut socket: WebSocket) -> Result<(), String> {
+    let (store, hub) = match parts(&st) {
+        Ok((s, h)) => (s.clone(), h.clone()),
+        Err(_) => return Err("not ready".into()),
+    };
+    // The first frame must be a hello, within a few seconds.
+    let first = tokio::time::timeout(Duration::from_secs(10), socket.recv()).await;
+    let heartbeat_ms = match first {
+        Ok(Some(Ok(Message::Text(t)))) => match serde_json::from_str::<AgentFrame>(&t) {
+            Ok(AgentFrame::Hello {
+                version,
+                heartbeat_ms,
+                facts,
+                ..
+            }) => {
+                if version != proto::VERSION {
+                    hub.counters.bad_frames.fetch_add(1, Ordering::Relaxed);
+                    return close(
+                        &mut socket,
+                        close_code::PROTOCOL,
+                        format!(
+                            "protocol version {version}; this server speaks {}",
+                            proto::VERSION
+                        ),
+                    )
+                    .await;
+                }
+                if let Some(f) = facts
+                    && let Err((code, why)) = store_facts(&store, host, &f).await
+                {
+                    hub.counters.bad_frames.fetch_add(1, Ordering::Relaxed);
+                    return close(&mut socket, code, why).await;
+                }
+                heartbeat_ms.clamp(100, 3_600_000)
+            }
+            Ok(_) => {
+                hub.counters.bad_frames.fetch_add(1, Ordering::Relaxed);
+                return close(&mut socket, close_code::PROTOCOL, "expected hello".into()).await;
+            }
+            Err(e) => {
+                hub.counters.bad_frames.fetch_add(1, Ordering::Relaxed);
+                return close(&mut socket, close_code::INVALID, format!("bad frame: {e}")).await;
+            }
+        },
+        Ok(_) => return close(&mut socket, close_code::PROTOCOL, "expected hello".into()).await,
+        Err(_) => return close(&mut socket, close_code::POLICY, "no hello in 10s".into()).await,
+    };
+    let (conn, notify) = hub.connect(host, heartbeat_ms);
+    if hub.heartbeat(host) {
+        record_online(&store, host);
+    }
+    let res = converse(
+        &st,
+        &store,
+        &hub,
+        host,
+        conn,
+        heartbeat_ms,
+        notify,
+        &mut socket,
+    )
+    .await;
+    hub.disconnect(host, conn);
+    res
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn converse(
+    _st: &AppState,
+    store: &Arc<Store>,
+    hub: &Hub,
+    host: HostId,
+    conn: u64,
+    heartbeat_ms: u64,
+    notify: Arc<tokio::sync::Notify>,
+    socket: &mut WebSocket,
+) -> Result<(), String> {
+    send(
+        socket,
+        &ServerFrame::Welcome {
+            boot: hub.boot,
+            lost_after_ms: u64::try_from(hub.limits.lost_after.as_millis()).unwrap_or(u64::MAX),
+        },
+    )
+    .await?;
+    // A connection silent for three heartbeats is dead even if TCP has not noticed.
+    let silence = Duration::from_millis(heartbeat_ms.saturating_mul(3)).max(Duration::from_secs(1));
+    let mut deadline = tokio::time::Instant::now() + silence;
+    loop {
+        for f in hub.outgoing(host, conn) {
+            send(socket, &f).await?;
+        }
+        tokio::select! {
+            frame = socket.recv() => {
+                let text = match frame {
+                    None => return Ok(()),
+                    Some(Err(e)) => return Err(e.to_string()),
+                    Some(Ok(Message::Text(t))) => t,
+                    Some(Ok(Message::Close(_))) => return Ok(()),
+                    Some(Ok(Message::Binary(_))) => {
+                        hub.counters.bad_frames.fetch_add(1, Ordering::Relaxed);
+                        return close(socket, close_code::UNSUPPORTED, "binary frames are not part of the protocol".into()).await;
+                    }
+                    Some(Ok(_)) => continue,
+                };
+                deadline = tokio::time::Instant::now() + silence;
+                let frame = match serde_json::from_str::<AgentFrame>(&text) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        hub.counters.bad_frames.fetch_add(1, Ordering::Relaxed);
+                        return close(socket, close_code::INVALID, format!("bad frame: {e}")).await;
+                    }
+                };
+                match frame {
+                    AgentFrame::Heartbeat { seq, facts } => {
+                        if let Some(f) = facts
+                            && let Err((code, why)) = store_facts(store, host, &f).await
+                        {
+                            hub.counters.bad_frames.fetch_add(1, Ordering::Relaxed);
+                            return close(socket, code, why).await;
+                        }
+                        if hub.heartbeat(host) {
+                            record_online(store, host);
+                        }
+                        send(socket, &ServerFrame::HeartbeatAck { seq }).await?;
+                    }
+                    AgentFrame::Ack { id } => hub.acked(host, id),
+                    AgentFrame::Msg { id, kind, body } => {
+                        hub.received(host, id, kind, body);
+                        send(socket, &ServerFrame::Ack { id }).await?;
+                    }
+                    AgentFrame::Hello { .. } => {
+                        hub.counters.bad_frames.fetch_add(1, Ordering::Relaxed);
+                        return close(socket, close_code::PROTOCOL, "hello twice".into()).await;
+                    }
+                }
+            }
+            _ = notify.notified() => {}
+            _ = tokio::time::sleep_until(deadline) => {
+                return close(socket, close_code::POLICY, "no heartbeat".into()).await;
+            }
+        }
+        if !hub.is_current(host, conn) {
+            return close(
+                socket,
+                close_code::NORMAL,
+                "replaced by a newer connection".into(),
+            )
+            .await;
+        }
+    }
+}
+
+fn id_json(id: proto::MsgId) -> Value {
+    json!([id.0, id.1])
+}
+
+fn records(v: &[Record]) -> Vec<Value> {
+    v.iter()
+        .map(|r| json!({"id": id_json(r.id), "kind": r.kind, "body": r.body, "at": r.at}))
+        .collect()
+}
+
+/// The agent part of a host's JSON (ops API): status, facts, channel state.
+pub(crate) fn agent_json(st: &AppState, host: HostId) -> Value {
+    let (Some(store), Some(hub)) = (st.inventory(), st.hub()) else {
+        return Value::Null;
+    };
+    let Some(rec) = store.agent(host) else {
+        return Value::Null;
+    };
+    let view = hub.view(host);
+    let status = hub.status(host).unwrap_or(rec.status);
+    let facts: Value = serde_json::from_str(&rec.facts).unwrap_or(Value::Null);
+    json!({
+        "status": status.as_str(),
+        "connected": view.connected,
+        "last_heartbeat": if view.last_seen > 0 { view.last_seen } else { rec.last_seen },
+        "enrolled_at": rec.enrolled_at,
+        "facts": facts,
+        "facts_at": rec.facts_at,
+        "queued": view.queued.len(),
+    })
+}
+
+fn host_of(st: &AppState, name: &str) -> Result<HostId, ApiError> {
+    let store = parts(st)?.0;
+    store
+        .snapshot()
+        .host_by_name(name)
+        .map(|h| h.id)
+        .ok_or_else(|| {
+            ApiError::with_status(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no host {name:?}"),
+            )
+        })
+}
+
+/// `GET /api/ops/v1/agents/{host}/messages`: what waits for the agent, what it
+/// acknowledged lately, and what it sent lately.
+pub async fn messages(State(st): State<Arc<AppState>>, Path(name): Path<String>) -> Response {
+    let host = match host_of(&st, &name) {
+        Ok(h) => h,
+        Err(r) => return r.into_response(),
+    };
+    let Some(hub) = st.hub() else {
+        return ApiError::unavailable("starting").into_response();
+    };
+    let v = hub.view(host);
+    let queued: Vec<Value> = v
+        .queued
+        .iter()
+        .map(|q| json!({"id": id_json(q.id), "kind": q.kind, "body": q.body, "queued_at": q.queued_at}))
+        .collect();
+    success(json!({
+        "connected": v.connected,
+        "queued": queued,
+        "delivered": records(&v.delivered),
+        "received": records(&v.received),
+    }))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushBody {
+    kind: String,
+    #[serde(default)]
+    body: Value,
+}
+
+/// `POST /api/ops/v1/agents/{host}/messages` `{"kind":..., "body":...}`: queues a
+/// message for the agent; 202 with its id.
+pub async fn push(
+    State(st): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
+    let host = match host_of(&st, &name) {
+        Ok(h) => h,
+        Err(r) => return r.into_response(),
+    };
+    let (store, hub) = match parts(&st) {
+        Ok(p) => p,
+        Err(r) => return r.into_response(),
+    };
+    let req: PushBody = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return ApiError::bad_data(format!("message: {e}")).into_response(),
+    };
+    if req.kind.is_empty() || req.kind.len() > 64 {
+        return ApiError::bad_data("kind: 1 to 64 bytes").into_response();
+    }
+    match hub.push(store, host, &req.kind, req.body) {
+        Ok(id) => (StatusCode::ACCEPTED, success(json!({"id": id_json(id)}))).into_response(),
+        Err(e @ PushError::NoAgent(_)) => {
+            ApiError::with_status(StatusCode::NOT_FOUND, "not_found", e.to_string()).into_response()
+        }
+        Err(e @ PushError::Full(..)) => {
+            ApiError::with_status(StatusCode::TOO_MANY_REQUESTS, "queue_full", e.to_string())
+                .into_response()
+        }
+        Err(e @ PushError::TooLarge(..)) => {
+            ApiError::with_status(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.to_string())
+                .into_response()
+        }
+    }
+}
