@@ -206,6 +206,90 @@ fn split_path(path: &str) -> Result<(String, String)> {
     ))
 }
 
+/// Milliseconds since the Unix epoch as an RFC 3339 UTC time.
+fn utc(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// The agent part of `minos hosts show`.
+fn agent_text(a: &serde_json::Value) -> String {
+    if a.is_null() {
+        return "agent: none\n".into();
+    }
+    let f = &a["facts"];
+    let s = |v: &serde_json::Value| v.as_str().unwrap_or("").to_string();
+    let gib = |v: &serde_json::Value| v.as_u64().unwrap_or(0) as f64 / (1u64 << 30) as f64;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "agent: {}{}, last heartbeat {}",
+        s(&a["status"]),
+        if a["connected"] == true {
+            " (connected)"
+        } else {
+            ""
+        },
+        a["last_heartbeat"]
+            .as_i64()
+            .filter(|t| *t > 0)
+            .map_or("never".into(), utc)
+    );
+    let _ = writeln!(out, "os: {}", s(&f["os"]["pretty_name"]));
+    let _ = writeln!(out, "kernel: {} ({})", s(&f["kernel"]), s(&f["arch"]));
+    let _ = writeln!(
+        out,
+        "cpu: {} x {}",
+        f["cpu_count"].as_u64().unwrap_or(0),
+        s(&f["cpu_model"])
+    );
+    let _ = writeln!(
+        out,
+        "memory: {:.1} GiB, swap {:.1} GiB",
+        gib(&f["memory_bytes"]),
+        gib(&f["swap_bytes"])
+    );
+    let ips: Vec<String> = f["ips"].as_array().into_iter().flatten().map(s).collect();
+    let _ = writeln!(out, "addresses: {}", ips.join(" "));
+    for d in f["disks"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "disk {}: {:.1} GiB",
+            s(&d["name"]),
+            gib(&d["size_bytes"])
+        );
+    }
+    for m in f["filesystems"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "filesystem {} ({} on {}): {:.1} GiB",
+            s(&m["mountpoint"]),
+            s(&m["fstype"]),
+            s(&m["device"]),
+            gib(&m["size_bytes"])
+        );
+    }
+    let _ = writeln!(out, "machine id: {}", s(&f["machine_id"]));
+    let _ = writeln!(out, "agent version: {}", s(&f["agent_version"]));
+    out
+}
+
 pub fn hosts(a: HostsArgs) -> Result<()> {
     let c = Client::new(&a.conn)?;
     match a.cmd {
@@ -219,7 +303,7 @@ pub fn hosts(a: HostsArgs) -> Result<()> {
                 println!("{data}");
                 return Ok(());
             }
-            let mut out = String::from("HOST\tPLACEMENTS\tTAGS\n");
+            let mut out = String::from("HOST\tSTATUS\tPLACEMENTS\tTAGS\n");
             for h in data["hosts"].as_array().into_iter().flatten() {
                 let places: Vec<&str> = h["placements"]
                     .as_array()
@@ -229,8 +313,9 @@ pub fn hosts(a: HostsArgs) -> Result<()> {
                     .collect();
                 let _ = writeln!(
                     out,
-                    "{}\t{}\t{}",
+                    "{}\t{}\t{}\t{}",
                     h["hostname"].as_str().unwrap_or(""),
+                    h["agent"]["status"].as_str().unwrap_or("no agent"),
                     if places.is_empty() {
                         "-".to_string()
                     } else {
@@ -259,6 +344,7 @@ pub fn hosts(a: HostsArgs) -> Result<()> {
                     tags_text(&p["labels"])
                 );
             }
+            print!("{}", agent_text(&h["agent"]));
         }
         HostsCmd::Import { file } => {
             let text = std::fs::read_to_string(&file)

@@ -139,6 +139,17 @@ fn agents_enroll_report_facts_and_push_metrics() {
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(mode.mode() & 0o777, 0o600);
     }
+    // The CLI shows the agents' status and facts.
+    let (code, out, err) =
+        crate::util::minos(&["hosts", "list", "--server", &url, "--token", &admin]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("agent-a\tonline\t"), "{out}");
+    let (code, out, err) = crate::util::minos(&[
+        "hosts", "show", "agent-b", "--server", &url, "--token", &admin,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("agent: online (connected)"), "{out}");
+    assert!(out.contains("cpu: "), "{out}");
     let r = wait_for(&s, r#"node_memory_MemTotal_bytes{job="node"}"#, 2);
     let mut instances: Vec<&str> = r
         .as_array()

@@ -251,7 +251,7 @@ fn the_cli_manages_and_lists_the_inventory() {
     assert_eq!(code, 0);
     assert_eq!(
         out,
-        "HOST\tPLACEMENTS\tTAGS\nweb-01\t/sre/minos/web\trole=frontend\n"
+        "HOST\tSTATUS\tPLACEMENTS\tTAGS\nweb-01\tno agent\t/sre/minos/web\trole=frontend\n"
     );
     let (code, out, _) = run(&["hosts", "list", "--json"]);
     assert_eq!(code, 0);
@@ -327,7 +327,7 @@ fn hosts_are_imported_from_csv_or_not_at_all() {
     assert!(err.contains("line 3: no tree node /missing"), "{err}");
     let (_, out, _) = run(&["hosts", "list"]);
     assert_eq!(
-        out, "HOST\tPLACEMENTS\tTAGS\n",
+        out, "HOST\tSTATUS\tPLACEMENTS\tTAGS\n",
         "a bad file imports nothing"
     );
     let good = dir.path().join("good.csv");
@@ -345,7 +345,7 @@ fn hosts_are_imported_from_csv_or_not_at_all() {
     let (_, out, _) = run(&["hosts", "list", "env=prod"]);
     assert_eq!(
         out,
-        "HOST\tPLACEMENTS\tTAGS\ndb-01\t/ops\tenv=prod,rack=r1\n"
+        "HOST\tSTATUS\tPLACEMENTS\tTAGS\ndb-01\tno agent\t/ops\tenv=prod,rack=r1\n"
     );
     s.stop();
 }
