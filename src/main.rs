@@ -115,6 +115,10 @@ struct ServerArgs {
     /// Most messages waiting for one agent; pushing more answers 429 [default: 1000].
     #[arg(long = "agent.max-queued")]
     agent_max_queued: Option<usize>,
+    /// How often pushed counters and Pushgateway groups are rewritten into the TSDB
+    /// (and groups past their TTL removed) [default: 15s].
+    #[arg(long = "push.refresh-interval")]
+    push_refresh_interval: Option<String>,
 }
 
 /// The config file; every key is optional and named like its flag.
@@ -133,6 +137,7 @@ struct FileConfig {
     query_max_concurrency: Option<usize>,
     agent_lost_after: Option<String>,
     agent_max_queued: Option<usize>,
+    push_refresh_interval: Option<String>,
 }
 
 fn parse_size(s: &str) -> Result<u64> {
@@ -313,6 +318,20 @@ fn server(args: ServerArgs) -> Result<()> {
         ),
     ));
     flags.push(("agent.max-queued".into(), channel.max_queued.to_string()));
+    let push_refresh = duration(
+        args.push_refresh_interval
+            .or(file.push_refresh_interval)
+            .as_deref()
+            .unwrap_or("15s"),
+        "push.refresh-interval",
+    )?;
+    if push_refresh < Duration::from_millis(100) {
+        bail!("--push.refresh-interval: at least 100ms");
+    }
+    flags.push((
+        "push.refresh-interval".into(),
+        format_duration(push_refresh.as_millis().try_into().unwrap_or(i64::MAX)),
+    ));
     raise_fd_limit();
     let settings = web::Settings {
         engine,
@@ -345,6 +364,14 @@ fn server(args: ServerArgs) -> Result<()> {
         hub.load(&store);
         state.set_hub(hub.clone());
         let lost_watch = tokio::spawn(hub.watch_lost(store.clone()));
+        let push_db = data.join("push.db");
+        let push = collector::pushstore::PushStore::open(&push_db)
+            .await
+            .with_context(|| format!("{}: cannot open the push store", push_db.display()))?;
+        let push = web::push::PushState::open(push)
+            .await
+            .with_context(|| format!("{}: cannot read the push store", push_db.display()))?;
+        state.set_push(Arc::new(push));
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut rx = stop_rx.clone();
         let server = tokio::spawn(web::serve(listener, state.clone(), async move {
@@ -357,6 +384,7 @@ fn server(args: ServerArgs) -> Result<()> {
         let db = Arc::new(db);
         state.set_db(db.clone());
         let host_info = tokio::spawn(host_info::run(db.clone(), store.clone()));
+        let push_refresh = tokio::spawn(web::push::refresh(state.clone(), push_refresh));
         tracing::info!("ready; data in {}", data.display());
         shutdown_signal().await;
         tracing::info!("shutting down");
@@ -366,6 +394,8 @@ fn server(args: ServerArgs) -> Result<()> {
         let _ = host_info.await;
         lost_watch.abort();
         let _ = lost_watch.await;
+        push_refresh.abort();
+        let _ = push_refresh.await;
         drop(state);
         tokio::task::spawn_blocking(move || match Arc::try_unwrap(db) {
             Ok(db) => db.close(),

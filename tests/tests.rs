@@ -27,3 +27,6 @@ mod ops;
 
 // The host agent pushing to a real server.
 mod agent;
+
+// Pushed data: text import, the Pushgateway-compatible endpoint, server-side counters.
+mod push;

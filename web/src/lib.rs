@@ -13,6 +13,8 @@
 //! - `export`: `GET /api/v1/export`, raw samples as JSON lines.
 //! - `ops`: health, readiness, `/metrics`, `/internal/force_flush`, `/internal/force_merge`.
 //! - `opsapi`: the ops API under `/api/ops/v1/` (inventory), behind API tokens.
+//! - `push`: `/api/v1/import/prometheus`, the Pushgateway-compatible `/metrics/job/...`,
+//!   server-side counters (`/api/ops/v1/push`) and their refresh into the TSDB.
 //! - `channel`: the agent channel's state (connections, queues, liveness), without HTTP.
 //! - `agentapi`: `/api/agent/v1/` (enrollment, the channel's WebSocket, the agents'
 //!   remote_write) and the ops API's view of agents.
@@ -24,6 +26,7 @@ pub mod export;
 pub mod ops;
 pub mod opsapi;
 pub mod params;
+pub mod push;
 pub mod query;
 pub mod slots;
 pub mod status;
@@ -75,6 +78,8 @@ pub struct AppState {
     inventory: OnceLock<Arc<inventory::Store>>,
     /// Set with the inventory: the agent channel.
     hub: OnceLock<Arc<channel::Hub>>,
+    /// Set once the push store has opened.
+    push: OnceLock<Arc<push::PushState>>,
     settings: Settings,
     /// Query slots, sized by `settings.query_max_concurrency`.
     pub(crate) slots: slots::QuerySlots,
@@ -98,6 +103,7 @@ impl AppState {
             db: OnceLock::new(),
             inventory: OnceLock::new(),
             hub: OnceLock::new(),
+            push: OnceLock::new(),
             slots: slots::QuerySlots::new(settings.query_max_concurrency),
             settings,
             started: std::time::SystemTime::now(),
@@ -118,6 +124,15 @@ impl AppState {
     /// Makes the agent channel available.
     pub fn set_hub(&self, hub: Arc<channel::Hub>) {
         let _ = self.hub.set(hub);
+    }
+
+    /// Makes pushed state (counters, Pushgateway groups) available.
+    pub fn set_push(&self, push: Arc<push::PushState>) {
+        let _ = self.push.set(push);
+    }
+
+    pub(crate) fn push(&self) -> Option<&Arc<push::PushState>> {
+        self.push.get()
     }
 
     pub(crate) fn hub(&self) -> Option<&Arc<channel::Hub>> {
@@ -153,6 +168,24 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(
             "/api/v1/write",
             post(write::remote_write).layer(axum::extract::DefaultBodyLimit::max(body_limit)),
+        )
+        .route(
+            "/api/v1/import/prometheus",
+            post(push::import_prometheus).layer(axum::extract::DefaultBodyLimit::max(body_limit)),
+        )
+        .route(
+            "/write",
+            post(push::influx_write).layer(axum::extract::DefaultBodyLimit::max(body_limit)),
+        )
+        .route(
+            "/api/v2/write",
+            post(push::influx_write).layer(axum::extract::DefaultBodyLimit::max(body_limit)),
+        )
+        .route(
+            "/metrics/{*rest}",
+            axum::routing::put(push::pushgateway)
+                .post(push::pushgateway)
+                .delete(push::pushgateway),
         )
         .route("/api/v1/export", get(export::export).post(export::export))
         .route("/api/v1/series", get(api::series).post(api::series))
@@ -199,6 +232,7 @@ fn ops_router(state: Arc<AppState>) -> Router<Arc<AppState>> {
     Router::new()
         .route("/hosts", get(opsapi::hosts).post(opsapi::add_host))
         .route("/hosts/import", post(opsapi::import_hosts))
+        .route("/push", post(push::push_counters))
         .route("/tree", get(opsapi::tree))
         .route(
             "/tree/nodes",
