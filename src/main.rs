@@ -8,6 +8,7 @@ use std::time::Duration;
 mod agent_cmd;
 mod host_info;
 mod ops_cli;
+mod scraping;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -119,6 +120,17 @@ struct ServerArgs {
     /// (and groups past their TTL removed) [default: 15s].
     #[arg(long = "push.refresh-interval")]
     push_refresh_interval: Option<String>,
+    /// A Prometheus-style YAML file whose `scrape_configs` Minos scrapes; read again on
+    /// SIGHUP and `POST /-/reload`.
+    #[arg(long = "scrape.config")]
+    scrape_config: Option<PathBuf>,
+    /// Most live series one job may push (import, InfluxDB, Pushgateway, counters);
+    /// 0: no limit [default: 100000].
+    #[arg(long = "push.max-series-per-job")]
+    push_max_series_per_job: Option<usize>,
+    /// Most new series one job may push per minute; 0: no limit [default: 20000].
+    #[arg(long = "push.max-new-series-per-minute")]
+    push_max_new_series_per_minute: Option<usize>,
 }
 
 /// The config file; every key is optional and named like its flag.
@@ -138,6 +150,9 @@ struct FileConfig {
     agent_lost_after: Option<String>,
     agent_max_queued: Option<usize>,
     push_refresh_interval: Option<String>,
+    scrape_config: Option<PathBuf>,
+    push_max_series_per_job: Option<usize>,
+    push_max_new_series_per_minute: Option<usize>,
 }
 
 fn parse_size(s: &str) -> Result<u64> {
@@ -332,12 +347,38 @@ fn server(args: ServerArgs) -> Result<()> {
         "push.refresh-interval".into(),
         format_duration(push_refresh.as_millis().try_into().unwrap_or(i64::MAX)),
     ));
+    let mut push_limits = web::guard::Limits::default();
+    if let Some(n) = args
+        .push_max_series_per_job
+        .or(file.push_max_series_per_job)
+    {
+        push_limits.max_series_per_job = n;
+    }
+    if let Some(n) = args
+        .push_max_new_series_per_minute
+        .or(file.push_max_new_series_per_minute)
+    {
+        push_limits.max_new_series_per_minute = n;
+    }
+    flags.push((
+        "push.max-series-per-job".into(),
+        push_limits.max_series_per_job.to_string(),
+    ));
+    flags.push((
+        "push.max-new-series-per-minute".into(),
+        push_limits.max_new_series_per_minute.to_string(),
+    ));
+    let scrape_config = args.scrape_config.or(file.scrape_config);
+    if let Some(p) = &scrape_config {
+        flags.push(("scrape.config".into(), p.display().to_string()));
+    }
     raise_fd_limit();
     let settings = web::Settings {
         engine,
         query_max_concurrency: max_concurrency,
         flags,
         storage_retention: retention,
+        push_limits,
         ..Default::default()
     };
 
@@ -384,7 +425,26 @@ fn server(args: ServerArgs) -> Result<()> {
         let db = Arc::new(db);
         state.set_db(db.clone());
         let host_info = tokio::spawn(host_info::run(db.clone(), store.clone()));
+        if let Some(p) = state.push_state() {
+            p.store.set_sink(web::push::counter_sink(db.clone()));
+        }
         let push_refresh = tokio::spawn(web::push::refresh(state.clone(), push_refresh));
+        let manager = collector::scrape::Manager::new(db.clone()).map_err(anyhow::Error::msg)?;
+        state.set_scrape(manager.clone());
+        let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel::<web::ReloadRequest>(4);
+        state.set_reload(reload_tx);
+        let scraper = match scrape_config {
+            Some(path) => {
+                let s = scraping::Scraping::start(path, manager.clone(), store.clone())
+                    .map_err(anyhow::Error::msg)?;
+                tokio::spawn(scraping::run(s, reload_rx))
+            }
+            None => tokio::spawn(async move {
+                while let Some(reply) = reload_rx.recv().await {
+                    let _ = reply.send(Ok("no --scrape.config: nothing to reload".into()));
+                }
+            }),
+        };
         tracing::info!("ready; data in {}", data.display());
         shutdown_signal().await;
         tracing::info!("shutting down");
@@ -396,6 +456,9 @@ fn server(args: ServerArgs) -> Result<()> {
         let _ = lost_watch.await;
         push_refresh.abort();
         let _ = push_refresh.await;
+        scraper.abort();
+        let _ = scraper.await;
+        manager.stop_all();
         drop(state);
         tokio::task::spawn_blocking(move || match Arc::try_unwrap(db) {
             Ok(db) => db.close(),

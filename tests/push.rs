@@ -418,7 +418,7 @@ fn influx_line_protocol_maps_to_measurement_field_series() {
     assert_eq!(query(&s, "disk_ok")[0]["value"][1], "1");
     assert_eq!(query(&s, "disk_label").as_array().map(Vec::len), Some(0));
     let (code, text) = post(
-        &s.url(&format!("/api/v2/write?bucket=b2&precision=s")),
+        &s.url("/api/v2/write?bucket=b2&precision=s"),
         reqwest::Method::POST,
         &format!("mem used=5 {now_s}\n"),
     );
@@ -430,4 +430,52 @@ fn influx_line_protocol_maps_to_measurement_field_series() {
         "m f=1\n",
     );
     assert_eq!(code, 400);
+}
+
+#[test]
+fn a_jobs_label_explosion_is_capped_and_reported() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Server::start(
+        &dir.path().join("data"),
+        &["--push.max-series-per-job", "3"],
+    );
+    let body: String = (0..5)
+        .map(|i| format!("orders_total{{job=\"shop\",order_id=\"{i}\"}} 1\n"))
+        .collect();
+    let (code, text) = post(
+        &s.url("/api/v1/import/prometheus"),
+        reqwest::Method::POST,
+        &body,
+    );
+    assert_eq!(code, 400, "{text}");
+    assert!(text.contains("--push.max-series-per-job"), "{text}");
+    assert!(text.contains("\"shop\""), "{text}");
+    assert_eq!(
+        query(&s, r#"orders_total{job="shop"}"#)
+            .as_array()
+            .map(Vec::len),
+        Some(3)
+    );
+    // Other jobs still push; the known series of the capped job still update.
+    let (code, text) = post(
+        &s.url("/api/v1/import/prometheus"),
+        reqwest::Method::POST,
+        "ok{job=\"billing\"} 1\norders_total{job=\"shop\",order_id=\"0\"} 2\n",
+    );
+    assert_eq!(code, 204, "{text}");
+    // The Pushgateway path refuses the whole push.
+    let (code, text) = post(
+        &s.url("/metrics/job/shop"),
+        reqwest::Method::PUT,
+        "new_series 1\n",
+    );
+    assert_eq!(code, 429, "{text}");
+    let (code, body) = s.get("/api/v1/status/push");
+    assert_eq!(code, 200);
+    let v = json(&body);
+    let top = &v["data"]["seriesCountByJob"][0];
+    assert_eq!(top["job"], "shop", "{v}");
+    assert_eq!(top["series"], 3, "{v}");
+    assert!(top["refusedSeriesTotal"].as_u64().unwrap_or(0) >= 2, "{v}");
+    assert_eq!(v["data"]["limits"]["maxSeriesPerJob"], 3);
 }

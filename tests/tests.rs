@@ -30,3 +30,6 @@ mod agent;
 
 // Pushed data: text import, the Pushgateway-compatible endpoint, server-side counters.
 mod push;
+
+// Scraping Prometheus endpoints: real and misbehaving targets, discovery, reloads.
+mod scrape;

@@ -66,6 +66,11 @@
 //!   ([`tsdb::STALE_NAN_BITS`]).
 //! - A value or timestamp out of range (`1e400`) is an error, as in Go's `ParseFloat`;
 //!   underflow (`1e-400`) gives zero.
+//! - Invalid UTF-8 is an error on the lines that hold it (ignored comments excepted); the
+//!   rest of the body parses. [`Parser::line_bytes`] gives a rejected line's raw bytes.
+//!
+//! Cost is linear in the input: line ends and long quoted strings are found with memchr,
+//! and nothing is rescanned.
 //!
 //! # Deviations
 //!
@@ -86,8 +91,6 @@
 //! - Prometheus 3 rewrites `le`/`quantile` values of classic histograms and summaries to
 //!   OpenMetrics float form (`le="1"` becomes `1.0`); that depends on the family's type and
 //!   is left to the caller.
-//! - Invalid UTF-8 is an error on the lines that hold it (comments excepted); the rest of
-//!   the body parses.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -290,6 +293,8 @@ pub struct Parser<'a> {
     text: Option<&'a str>,
     pos: usize,
     line: usize,
+    /// Where the last line read starts, for [`Parser::line_bytes`].
+    line_start: usize,
     format: Format,
     after_eof: bool,
     finished: bool,
@@ -313,6 +318,7 @@ impl<'a> Parser<'a> {
             text: std::str::from_utf8(input).ok(),
             pos: 0,
             line: 0,
+            line_start: 0,
             format,
             after_eof: false,
             finished: false,
@@ -342,8 +348,20 @@ impl<'a> Parser<'a> {
     }
 
     /// The 1-based number of the last line read: that of the entry or error just returned.
+    /// (The error for a missing OpenMetrics `# EOF` names the line after the last.)
     pub fn line(&self) -> usize {
         self.line
+    }
+
+    /// The raw bytes of the last line read, without its line ending: the line an error just
+    /// returned is about, for quoting it back to the sender.
+    pub fn line_bytes(&self) -> &'a [u8] {
+        let rest = self.input.get(self.line_start..).unwrap_or_default();
+        let line = match memchr(b'\n', rest) {
+            Some(k) => &rest[..k],
+            None => rest,
+        };
+        line.strip_suffix(b"\r").unwrap_or(line)
     }
 
     /// The next entry or error, lending the sample's labels from the parser's buffer.
@@ -415,6 +433,7 @@ impl<'a> Parser<'a> {
             None => self.input.len(),
         };
         self.pos = end + 1;
+        self.line_start = start;
         self.line += 1;
         if end > start && self.input[end - 1] == b'\r' {
             Some((start, end - 1))
@@ -512,8 +531,15 @@ struct LineError {
 
 type LineResult<T> = Result<T, LineError>;
 
-fn fail<T>(at: usize, message: String) -> LineResult<T> {
-    Err(LineError { at, message })
+/// An error at `at`. The message is built by a closure so that its formatting code stays
+/// out of the hot parsing functions.
+#[cold]
+#[inline(never)]
+fn fail<T>(at: usize, message: impl FnOnce() -> String) -> LineResult<T> {
+    Err(LineError {
+        at,
+        message: message(),
+    })
 }
 
 const METRIC_START: u8 = 1;
@@ -672,7 +698,7 @@ fn parse_metadata(line: &str, kw: Keyword, ke: usize, format: Format) -> LineRes
         Some(b'"') => {
             let (name, ne) = parse_quoted(line, ns)?;
             if name.is_empty() {
-                return fail(ns, format!("empty metric name after {kw_name}"));
+                return fail(ns, || format!("empty metric name after {kw_name}"));
             }
             (name, ne)
         }
@@ -681,13 +707,12 @@ fn parse_metadata(line: &str, kw: Keyword, ke: usize, format: Format) -> LineRes
             (Cow::Borrowed(&line[ns..ne]), ne)
         }
         _ => {
-            return fail(
-                ns,
+            return fail(ns, || {
                 format!(
                     "expected metric name after {kw_name}, found {}",
                     found(line, ns)
-                ),
-            );
+                )
+            });
         }
     };
     // The text starts after the one space or tab that ends the name.
@@ -695,14 +720,13 @@ fn parse_metadata(line: &str, kw: Keyword, ke: usize, format: Format) -> LineRes
         None => ne,
         Some(&c) if is_ws(c) => ne + 1,
         Some(_) => {
-            return fail(
-                ne,
+            return fail(ne, || {
                 format!(
                     "invalid character {} after metric name {} in {kw_name}",
                     found(line, ne),
                     quote(&name)
-                ),
-            );
+                )
+            });
         }
     };
     let text = &line[text_start..];
@@ -716,11 +740,10 @@ fn parse_metadata(line: &str, kw: Keyword, ke: usize, format: Format) -> LineRes
             let kind = line[at..].trim_end_matches([' ', '\t']);
             match MetricType::from_name(kind) {
                 Some(kind) => Ok(Parsed::Type { name, kind }),
-                None if kind.is_empty() => fail(
-                    at,
-                    format!("missing metric type after TYPE {}", quote(&name)),
-                ),
-                None => fail(at, format!("unknown metric type {}", quote(kind))),
+                None if kind.is_empty() => fail(at, || {
+                    format!("missing metric type after TYPE {}", quote(&name))
+                }),
+                None => fail(at, || format!("unknown metric type {}", quote(kind))),
             }
         }
         Keyword::Unit => {
@@ -753,66 +776,60 @@ fn parse_sample<'a>(
                 }
             }
             Some(_) => {
-                return fail(
-                    i,
+                return fail(i, || {
                     format!(
                         "invalid character {} after metric name {} (expected whitespace or '{{')",
                         found(line, i),
                         quote(bare)
-                    ),
-                );
+                    )
+                });
             }
             None => {
-                return fail(
-                    i,
-                    format!("expected a value after metric name {}", quote(bare)),
-                );
+                return fail(i, || {
+                    format!("expected a value after metric name {}", quote(bare))
+                });
             }
         }
         if name.is_some() {
-            return fail(
-                start,
+            return fail(start, || {
                 format!(
                     "metric name {} given twice: before the braces and quoted inside them",
                     quote(bare)
-                ),
-            );
+                )
+            });
         }
         name = Some(Cow::Borrowed(bare));
     } else if b[i] == b'{' {
         i = parse_labels(line, i + 1, &mut name, labels)?;
     } else {
-        return fail(
-            i,
-            format!("expected a metric name, found {}", found(line, i)),
-        );
+        return fail(i, || {
+            format!("expected a metric name, found {}", found(line, i))
+        });
     }
     let Some(name) = name else {
-        return fail(
-            start,
-            "missing metric name: write it before '{' or quoted inside the braces".to_string(),
-        );
+        return fail(start, || {
+            "missing metric name: write it before '{' or quoted inside the braces".to_string()
+        });
     };
 
     i = skip_ws(b, i);
     if i == b.len() {
-        return fail(i, format!("expected a value after {}", quote(&name)));
+        return fail(i, || format!("expected a value after {}", quote(&name)));
     }
     let value_end = token_end(b, i);
     let value_text = &line[i..value_end];
     let value = match parse_float(value_text) {
         Ok(v) => v,
         Err(FloatError::Range) => {
-            return fail(i, format!("value {} out of range", quote(value_text)));
+            return fail(i, || format!("value {} out of range", quote(value_text)));
         }
         Err(FloatError::Syntax) => {
-            return fail(
-                i,
+            return fail(i, || {
                 format!(
                     "invalid value {} (expected a number, NaN, +Inf or -Inf)",
                     quote(value_text)
-                ),
-            );
+                )
+            });
         }
     };
 
@@ -849,13 +866,12 @@ fn parse_sample<'a>(
         });
         i = skip_ws(b, ts_end);
         if i < b.len() && b[i] != b'#' {
-            return fail(
-                i,
+            return fail(i, || {
                 format!(
                     "expected end of line or an exemplar after the timestamp, found {}",
                     found(line, i)
-                ),
-            );
+                )
+            });
         }
     }
     // Anything from '#' on is an exemplar (OpenMetrics); it is skipped.
@@ -892,10 +908,9 @@ fn parse_labels<'a>(
                 (Cow::Borrowed(s), false)
             }
             _ => {
-                return fail(
-                    i,
-                    format!("expected a label name or '}}', found {}", found(line, i)),
-                );
+                return fail(i, || {
+                    format!("expected a label name or '}}', found {}", found(line, i))
+                });
             }
         };
         let name_end = i;
@@ -904,17 +919,16 @@ fn parse_labels<'a>(
             Some(b'=') => {}
             Some(&c @ (b',' | b'}')) if quoted => {
                 if label.is_empty() {
-                    return fail(item_start, "empty metric name".to_string());
+                    return fail(item_start, || "empty metric name".to_string());
                 }
                 if let Some(first) = name {
-                    return fail(
-                        item_start,
+                    return fail(item_start, || {
                         format!(
                             "metric name given twice: {} and {}",
                             quote(first),
                             quote(&label)
-                        ),
-                    );
+                        )
+                    });
                 }
                 *name = Some(label);
                 if c == b'}' {
@@ -924,103 +938,147 @@ fn parse_labels<'a>(
                 continue;
             }
             Some(&c) if !quoted && i == name_end && !matches!(c, b',' | b'}') => {
-                return fail(
-                    i,
+                return fail(i, || {
                     format!(
                         "invalid character {} in label name {} (quote names outside \
                          [a-zA-Z_][a-zA-Z0-9_]*)",
                         found(line, i),
                         quote(&label)
-                    ),
-                );
+                    )
+                });
             }
             _ => {
-                return fail(
-                    i,
+                return fail(i, || {
                     format!(
                         "expected '=' after label name {}, found {}",
                         quote(&label),
                         found(line, i)
-                    ),
-                );
+                    )
+                });
             }
         }
         if label.is_empty() {
-            return fail(item_start, "empty label name".to_string());
+            return fail(item_start, || "empty label name".to_string());
         }
         i = skip_ws(b, i + 1);
         if b.get(i) != Some(&b'"') {
-            return fail(
-                i,
+            return fail(i, || {
                 format!(
                     "expected '\"' to open the value of label {}, found {}",
                     quote(&label),
                     found(line, i)
-                ),
-            );
+                )
+            });
         }
-        let (value, end) = parse_quoted(line, i)?;
-        i = skip_ws(b, end);
+        let q = match scan_quoted(b, i) {
+            Ok(q) => q,
+            Err(e) => return quote_error(i, e),
+        };
+        // Pushing a constant and then filling it in lets the compiler write the fields in
+        // place; pushing the finished pair spilled it to the stack and copied it with wider
+        // loads than the stores that wrote it, a store-forwarding stall per label.
+        labels.push((label, q.text(line, i)));
+        i = skip_ws(b, q.close + 1);
         match b.get(i) {
             Some(b',') => i += 1,
-            Some(b'}') => {
-                labels.push((label, value));
-                return Ok(i + 1);
-            }
+            Some(b'}') => return Ok(i + 1),
             // Prometheus accepts pairs separated by whitespace alone.
             Some(&c) if c == b'"' || CLASS[c as usize] & LABEL_START != 0 => {}
             _ => {
-                return fail(
-                    i,
+                let label = labels.last().map_or("", |(k, _)| k.as_ref());
+                return fail(i, || {
                     format!(
                         "expected ',' or '}}' after the value of label {}, found {}",
-                        quote(&label),
+                        quote(label),
                         found(line, i)
-                    ),
-                );
+                    )
+                });
             }
         }
-        labels.push((label, value));
     }
 }
 
 /// Parses the quoted string whose opening quote is at `open`, returning its unescaped
 /// content and the offset just past the closing quote.
-#[inline]
+#[inline(always)]
 fn parse_quoted(line: &str, open: usize) -> LineResult<(Cow<'_, str>, usize)> {
-    let b = line.as_bytes();
-    let start = open + 1;
-    let mut j = start;
+    match scan_quoted(line.as_bytes(), open) {
+        Ok(q) => Ok((q.text(line, open), q.close + 1)),
+        Err(e) => quote_error(open, e),
+    }
+}
+
+/// Where a quoted string ends, and whether it holds an escape to replace.
+#[derive(Clone, Copy)]
+struct Quoted {
+    /// Offset of the closing quote.
+    close: usize,
+    escaped: bool,
+}
+
+impl Quoted {
+    /// The content of the string opened at `open`, unescaped.
+    #[inline(always)]
+    fn text(self, line: &str, open: usize) -> Cow<'_, str> {
+        // `open + 1` follows and `close` is an ASCII quote: both are character boundaries.
+        let raw = &line[open + 1..self.close];
+        if self.escaped {
+            Cow::Owned(unescape(raw, true))
+        } else {
+            Cow::Borrowed(raw)
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum QuoteError {
+    Unterminated,
+    LoneBackslash,
+}
+
+#[cold]
+#[inline(never)]
+fn quote_error<T>(open: usize, e: QuoteError) -> LineResult<T> {
+    fail(open, || {
+        match e {
+            QuoteError::Unterminated => {
+                "unterminated quoted string: no closing '\"' before the end of the line"
+            }
+            QuoteError::LoneBackslash => {
+                "unterminated quoted string: it ends with a lone backslash"
+            }
+        }
+        .to_string()
+    })
+}
+
+/// Finds the end of the quoted string opened at `open`. Scalars only, so that the result
+/// stays in registers.
+#[inline(always)]
+fn scan_quoted(b: &[u8], open: usize) -> Result<Quoted, QuoteError> {
+    let mut j = open + 1;
     let mut escaped = false;
     loop {
-        let Some(k) = b.get(j..).and_then(|rest| memchr2(b'"', b'\\', rest)) else {
-            return fail(
-                open,
-                "unterminated quoted string: no closing '\"' before the end of the line"
-                    .to_string(),
-            );
-        };
-        let p = j + k;
+        // Most values are short: look at the first bytes one by one before calling memchr.
+        let short_end = b.len().min(j + 32);
+        let mut p = j;
+        while p < short_end && b[p] != b'"' && b[p] != b'\\' {
+            p += 1;
+        }
+        if p == short_end {
+            match b.get(p..).and_then(|rest| memchr2(b'"', b'\\', rest)) {
+                Some(k) => p += k,
+                None => return Err(QuoteError::Unterminated),
+            }
+        }
         if b[p] == b'"' {
-            // `start` follows and `p` is an ASCII quote: both are character boundaries.
-            let raw = &line[start..p];
-            let s = if escaped {
-                Cow::Owned(unescape(raw, true))
-            } else {
-                Cow::Borrowed(raw)
-            };
-            return Ok((s, p + 1));
+            return Ok(Quoted { close: p, escaped });
         }
         // A backslash escapes the next byte, whatever it is.
         match b.get(p + 1) {
             Some(b'\\' | b'"' | b'n') => escaped = true,
             Some(_) => {}
-            None => {
-                return fail(
-                    open,
-                    "unterminated quoted string: it ends with a lone backslash".to_string(),
-                );
-            }
+            None => return Err(QuoteError::LoneBackslash),
         }
         j = p + 2;
     }
@@ -1028,6 +1086,7 @@ fn parse_quoted(line: &str, open: usize) -> LineResult<(Cow<'_, str>, usize)> {
 
 /// Replaces `\\` and `\n`, and `\"` when `quote` is set; keeps other backslashes as
 /// they are.
+#[inline(never)]
 fn unescape(raw: &str, quote: bool) -> String {
     let b = raw.as_bytes();
     let mut out = String::with_capacity(raw.len());

@@ -29,4 +29,39 @@ pub mod pushgw;
 pub mod pushstore;
 pub mod relabel;
 pub mod remote_write;
+pub mod scrape;
 pub mod textimport;
+
+/// A sample to store with its owned labels: sorted label pairs (`__name__` included),
+/// time in Unix ms, value.
+pub type Row = (Vec<(String, String)>, i64, f64);
+
+/// Appends `rows` to `db`; the refusals the engine reported (samples outside the time
+/// window, invalid labels), if any. Blocks on the write-ahead log.
+pub fn append_rows(db: &tsdb::Db, rows: &[Row]) -> Result<Option<String>, String> {
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let labels: Vec<Vec<(&str, &str)>> = rows
+        .iter()
+        .map(|(l, _, _)| l.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect())
+        .collect();
+    let samples: Vec<[tsdb::Sample; 1]> = rows
+        .iter()
+        .map(|(_, t, v)| [tsdb::Sample { t: *t, v: *v }])
+        .collect();
+    let batch = labels
+        .iter()
+        .zip(&samples)
+        .map(|(l, s)| (l.as_slice(), s.as_slice()));
+    match db.append(batch) {
+        Ok(rep) if rep.rejected_total() == 0 => Ok(None),
+        Ok(rep) => Ok(Some(format!(
+            "{} samples refused by the store; first: {}",
+            rep.rejected_total(),
+            rep.first_rejection.unwrap_or_default()
+        ))),
+        Err(tsdb::AppendError::InvalidLabels(m)) => Ok(Some(m)),
+        Err(e) => Err(e.to_string()),
+    }
+}

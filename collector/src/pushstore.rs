@@ -10,7 +10,9 @@
 //! Many stateless processes can increment one counter: concurrent requests are applied
 //! one after the other, each exactly once, and committed together (group commit), so
 //! throughput grows with concurrency instead of paying one disk sync per request.
-//! A request is applied whole or not at all.
+//! A request is applied whole or not at all. Each committed batch's new values go to the
+//! sink (the TSDB) at a time later than the previous batch's, before any request of the
+//! batch is answered: an acknowledged increment is both durable and queryable.
 //!
 //! # Schema (version 1)
 //! ```text
@@ -79,10 +81,15 @@ pub enum PushStoreError {
 type Values = Vec<(LabelSet, f64)>;
 type Reply = oneshot::Sender<Result<Values, PushStoreError>>;
 
+/// Where committed values go next (the TSDB): the batch's changed series with their new
+/// values, and the batch's time.
+pub type Sink = Box<dyn Fn(Vec<(LabelSet, f64)>, i64) + Send + Sync>;
+
 /// The store: the counters in memory, every change written through one writer task.
 pub struct PushStore {
     pool: SqlitePool,
     jobs: mpsc::Sender<(Vec<Update>, Reply)>,
+    sink: std::sync::Arc<std::sync::OnceLock<Sink>>,
 }
 
 fn key_json(labels: &LabelSet) -> String {
@@ -171,8 +178,20 @@ impl PushStore {
             state.insert(labels, (kind, value));
         }
         let (tx, rx) = mpsc::channel(4096);
-        tokio::spawn(writer(pool.clone(), state, rx));
-        Ok(PushStore { pool, jobs: tx })
+        let sink = std::sync::Arc::new(std::sync::OnceLock::new());
+        tokio::spawn(writer(pool.clone(), state, rx, sink.clone()));
+        Ok(PushStore {
+            pool,
+            jobs: tx,
+            sink,
+        })
+    }
+
+    /// Sets where each committed batch's new values go, in commit order, before the
+    /// requests are answered. Batch times increase strictly, so the last value of a
+    /// series is also its newest sample.
+    pub fn set_sink(&self, sink: Sink) {
+        let _ = self.sink.set(sink);
     }
 
     /// Applies `updates` as one change and returns the series' new values once they are
@@ -255,7 +274,9 @@ async fn writer(
     pool: SqlitePool,
     mut state: HashMap<LabelSet, (Kind, f64)>,
     mut rx: mpsc::Receiver<(Vec<Update>, Reply)>,
+    sink: std::sync::Arc<std::sync::OnceLock<Sink>>,
 ) {
+    let mut last_t = 0i64;
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while batch.len() < 1024 {
@@ -277,7 +298,20 @@ async fn writer(
         let committed = commit(&pool, &changed).await;
         match committed {
             Ok(()) => {
+                let t = now_ms().max(last_t + 1);
+                last_t = t;
+                let values: Vec<(LabelSet, f64)> =
+                    changed.iter().map(|(l, (_, v))| (l.clone(), *v)).collect();
                 state.extend(changed);
+                if !values.is_empty() {
+                    let sink = sink.clone();
+                    let _ = tokio::task::spawn_blocking(move || {
+                        if let Some(f) = sink.get() {
+                            f(values, t);
+                        }
+                    })
+                    .await;
+                }
                 for (reply, r) in answers {
                     let _ = reply.send(r.map_err(PushStoreError::Invalid));
                 }

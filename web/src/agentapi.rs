@@ -167,8 +167,11 @@ pub async fn channel(
         Ok(h) => h,
         Err(r) => return r.into_response(),
     };
+    // A small read buffer: it grows for a large frame, and 5,000 idle agents otherwise
+    // hold 128 KiB each (measured: 678 MB of RSS at 5,000 agents, 72 MB with 4 KiB).
     ws.max_message_size(proto::MAX_FRAME_BYTES)
         .max_frame_size(proto::MAX_FRAME_BYTES)
+        .read_buffer_size(4096)
         .on_upgrade(move |socket| async move {
             if let Err(e) = serve(st, host, socket).await {
                 tracing::debug!("agent channel of host {}: {e}", host.0);

@@ -13,6 +13,7 @@
 //! - `export`: `GET /api/v1/export`, raw samples as JSON lines.
 //! - `ops`: health, readiness, `/metrics`, `/internal/force_flush`, `/internal/force_merge`.
 //! - `opsapi`: the ops API under `/api/ops/v1/` (inventory), behind API tokens.
+//! - `guard`: per-job limits on pushed series, and who pushes the most.
 //! - `push`: `/api/v1/import/prometheus`, the Pushgateway-compatible `/metrics/job/...`,
 //!   server-side counters (`/api/ops/v1/push`) and their refresh into the TSDB.
 //! - `channel`: the agent channel's state (connections, queues, liveness), without HTTP.
@@ -23,6 +24,7 @@ pub mod agentapi;
 pub mod api;
 pub mod channel;
 pub mod export;
+pub mod guard;
 pub mod ops;
 pub mod opsapi;
 pub mod params;
@@ -55,6 +57,8 @@ pub struct Settings {
     pub flags: Vec<(String, String)>,
     /// How long data is kept, as shown by `/api/v1/status/runtimeinfo` (`15d`).
     pub storage_retention: String,
+    /// Per-job limits on pushed series.
+    pub push_limits: guard::Limits,
 }
 
 impl Default for Settings {
@@ -65,9 +69,13 @@ impl Default for Settings {
             query_max_concurrency: slots::DEFAULT_MAX_CONCURRENCY,
             flags: Vec::new(),
             storage_retention: String::new(),
+            push_limits: guard::Limits::default(),
         }
     }
 }
+
+/// A request to read the configuration again, answered with what happened.
+pub type ReloadRequest = tokio::sync::oneshot::Sender<Result<String, String>>;
 
 /// State shared by all handlers.
 pub struct AppState {
@@ -80,11 +88,17 @@ pub struct AppState {
     hub: OnceLock<Arc<channel::Hub>>,
     /// Set once the push store has opened.
     push: OnceLock<Arc<push::PushState>>,
+    /// Set once the scrape manager runs: its targets feed `/api/v1/targets`.
+    scrape: OnceLock<Arc<collector::scrape::Manager>>,
+    /// Where `/-/reload` asks for the configuration to be read again.
+    reload: OnceLock<tokio::sync::mpsc::Sender<ReloadRequest>>,
     settings: Settings,
     /// Query slots, sized by `settings.query_max_concurrency`.
     pub(crate) slots: slots::QuerySlots,
     started: std::time::SystemTime,
     pub(crate) counters: Counters,
+    /// Accounting of pushed series per job.
+    pub(crate) guard: guard::Guard,
 }
 
 /// Counters of the HTTP layer, exported at `/metrics`.
@@ -104,7 +118,10 @@ impl AppState {
             inventory: OnceLock::new(),
             hub: OnceLock::new(),
             push: OnceLock::new(),
+            scrape: OnceLock::new(),
+            reload: OnceLock::new(),
             slots: slots::QuerySlots::new(settings.query_max_concurrency),
+            guard: guard::Guard::new(settings.push_limits),
             settings,
             started: std::time::SystemTime::now(),
             counters: Counters::default(),
@@ -126,12 +143,35 @@ impl AppState {
         let _ = self.hub.set(hub);
     }
 
+    /// Makes the scrape manager's targets available.
+    pub fn set_scrape(&self, m: Arc<collector::scrape::Manager>) {
+        let _ = self.scrape.set(m);
+    }
+
+    pub(crate) fn scrape(&self) -> Option<&Arc<collector::scrape::Manager>> {
+        self.scrape.get()
+    }
+
+    /// Connects `/-/reload` to whoever reloads the configuration.
+    pub fn set_reload(&self, tx: tokio::sync::mpsc::Sender<ReloadRequest>) {
+        let _ = self.reload.set(tx);
+    }
+
+    pub(crate) fn reloader(&self) -> Option<&tokio::sync::mpsc::Sender<ReloadRequest>> {
+        self.reload.get()
+    }
+
     /// Makes pushed state (counters, Pushgateway groups) available.
     pub fn set_push(&self, push: Arc<push::PushState>) {
         let _ = self.push.set(push);
     }
 
     pub(crate) fn push(&self) -> Option<&Arc<push::PushState>> {
+        self.push.get()
+    }
+
+    /// The pushed state, once set.
+    pub fn push_state(&self) -> Option<&Arc<push::PushState>> {
         self.push.get()
     }
 
@@ -156,6 +196,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/-/healthy", get(ops::healthy))
         .route("/-/ready", get(ops::ready))
+        .route("/-/reload", post(ops::reload).put(ops::reload))
         .route("/metrics", get(ops::metrics))
         .route(
             "/internal/force_flush",
@@ -216,6 +257,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/status/config", get(status::config))
         .route("/api/v1/status/tsdb", get(status::tsdb))
         .route("/api/v1/status/walreplay", get(status::walreplay))
+        .route("/api/v1/status/push", get(push::status))
         .route(agent::proto::ENROLL_PATH, post(agentapi::enroll))
         .route(agent::proto::CHANNEL_PATH, get(agentapi::channel))
         .route(

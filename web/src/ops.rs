@@ -417,3 +417,24 @@ fn escape_label(v: &str) -> String {
         .replace('"', "\\\"")
         .replace('\n', "\\n")
 }
+
+/// `POST /-/reload`: reads the configuration again; the old one stays when the new one
+/// is invalid (400 with the reason, naming the line).
+pub async fn reload(State(st): State<Arc<AppState>>) -> Response {
+    let Some(tx) = st.reloader() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response();
+    };
+    let (reply, rx) = tokio::sync::oneshot::channel();
+    if tx.send(reply).await.is_err() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "the reloader stopped\n").into_response();
+    }
+    match rx.await {
+        Ok(Ok(msg)) => (StatusCode::OK, msg + "\n").into_response(),
+        Ok(Err(e)) => (
+            StatusCode::BAD_REQUEST,
+            format!("failed to reload config: {e}\n"),
+        )
+            .into_response(),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "the reloader stopped\n").into_response(),
+    }
+}

@@ -20,12 +20,13 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, Method as HttpMethod, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use collector::append_rows;
 use collector::exposition::Format;
 use collector::pushgw::{Group, GroupKey, LabelSet, Method, Pushed};
 use collector::pushstore::{Op, PushStore, PushStoreError, Update};
 use collector::textimport::{self, TextSample};
 use serde_json::{Value, json};
-use tsdb::{Db, Sample};
+use tsdb::Db;
 
 use crate::AppState;
 use crate::api::{ApiError, success};
@@ -37,6 +38,18 @@ pub const MAX_REPORTED: usize = 20;
 pub struct PushState {
     pub store: PushStore,
     groups: tokio::sync::Mutex<BTreeMap<GroupKey, Group>>,
+}
+
+/// Writes committed counter values into `db` (the push store's sink).
+pub fn counter_sink(db: Arc<Db>) -> collector::pushstore::Sink {
+    Box::new(move |values, t| {
+        let rows: Vec<(LabelSet, i64, f64)> = values.into_iter().map(|(l, v)| (l, t, v)).collect();
+        match append_rows(&db, &rows) {
+            Ok(None) => {}
+            Ok(Some(m)) => tracing::warn!("pushed counters: {m}"),
+            Err(e) => tracing::error!("writing pushed counters: {e}"),
+        }
+    })
 }
 
 impl PushState {
@@ -58,40 +71,16 @@ fn text(status: StatusCode, msg: impl Into<String>) -> Response {
     (status, msg.into() + "\n").into_response()
 }
 
-/// Stores `rows` (labels, time, value); the refusals the engine reported, if any.
+/// [`collector::append_rows`] on the blocking pool.
 async fn store(db: Arc<Db>, rows: Vec<(LabelSet, i64, f64)>) -> Result<Option<String>, String> {
     if rows.is_empty() {
         return Ok(None);
     }
-    tokio::task::spawn_blocking(move || {
-        let labels: Vec<Vec<(&str, &str)>> = rows
-            .iter()
-            .map(|(l, _, _)| l.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect())
-            .collect();
-        let samples: Vec<[Sample; 1]> = rows
-            .iter()
-            .map(|(_, t, v)| [Sample { t: *t, v: *v }])
-            .collect();
-        let batch = labels
-            .iter()
-            .zip(&samples)
-            .map(|(l, s)| (l.as_slice(), s.as_slice()));
-        match db.append(batch) {
-            Ok(rep) if rep.rejected_total() == 0 => Ok(None),
-            Ok(rep) => Ok(Some(format!(
-                "{} samples refused by the store; first: {}",
-                rep.rejected_total(),
-                rep.first_rejection.unwrap_or_default()
-            ))),
-            Err(tsdb::AppendError::InvalidLabels(m)) => Ok(Some(m)),
-            Err(e) => Err(e.to_string()),
-        }
-    })
-    .await
-    .map_err(|e| format!("worker failed: {e}"))?
+    tokio::task::spawn_blocking(move || append_rows(&db, &rows))
+        .await
+        .map_err(|e| format!("worker failed: {e}"))?
 }
 
-/// The body's format from its headers; an unsupported one is answered 415 with why.
 fn format_of(headers: &HeaderMap) -> Result<Option<Format>, (StatusCode, String)> {
     if let Some(enc) = headers.get(header::CONTENT_ENCODING)
         && enc.as_bytes() != b"identity"
@@ -183,13 +172,14 @@ pub async fn import_prometheus(
         .await
         .unwrap_or_default();
     let now = now_ms();
-    let n = parsed.samples.len();
-    let rows = parsed
+    let mut rows: Vec<(LabelSet, i64, f64)> = parsed
         .samples
         .into_iter()
         .map(|s| (s.labels, s.timestamp_ms.unwrap_or(now), s.value))
         .collect();
     let mut problems = parsed.errors;
+    problems.extend(st.guard.admit(&mut rows, |r| &r.0, now, false));
+    let n = rows.len();
     match store(db, rows).await {
         Ok(None) => {}
         Ok(Some(m)) => problems.push(m),
@@ -245,7 +235,9 @@ pub async fn influx_write(
         );
     };
     let limits = st.settings.remote_write;
+    let st2 = st.clone();
     let res = tokio::task::spawn_blocking(move || {
+        let guard = &st2.guard;
         let Ok(body) = std::str::from_utf8(&body) else {
             return Err((StatusCode::BAD_REQUEST, "the body is not UTF-8".to_string()));
         };
@@ -258,34 +250,35 @@ pub async fn influx_write(
             &extra,
             &mut rows,
         );
-        let mut req = collector::remote_write::WriteRequest::default();
-        if let Err(e) = collector::influx::write_request(&rows, &mut req) {
-            return Err((StatusCode::PAYLOAD_TOO_LARGE, e.to_string()));
+        let mut out: Vec<(LabelSet, i64, f64)> = Vec::new();
+        for row in &rows {
+            for (name, v) in &row.samples {
+                let mut labels = row.labels.clone();
+                labels.push(("__name__".to_string(), name.clone()));
+                labels.sort();
+                out.push((labels, row.timestamp_ms, *v));
+            }
         }
-        if req.num_series() > limits.max_series_per_request {
+        if out.len() > limits.max_series_per_request {
             return Err((
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!(
-                    "{} series in one request; at most {}",
-                    req.num_series(),
+                    "{} samples in one request; at most {}",
+                    out.len(),
                     limits.max_series_per_request
                 ),
             ));
         }
-        let stored = req.num_samples();
         let mut problems: Vec<String> = errors.errors.iter().map(|e| e.to_string()).collect();
         if errors.invalid_lines > errors.errors.len() {
             problems.push(format!("... {} invalid lines in all", errors.invalid_lines));
         }
-        match db.append(req.iter()) {
-            Ok(rep) if rep.rejected_total() > 0 => problems.push(format!(
-                "{} samples refused by the store; first: {}",
-                rep.rejected_total(),
-                rep.first_rejection.unwrap_or_default()
-            )),
-            Ok(_) => {}
-            Err(tsdb::AppendError::InvalidLabels(m)) => problems.push(m),
-            Err(e) => return Err((StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+        problems.extend(guard.admit(&mut out, |r| &r.0, now_ms(), false));
+        let stored = out.len();
+        match append_rows(&db, &out) {
+            Ok(Some(m)) => problems.push(m),
+            Ok(None) => {}
+            Err(e) => return Err((StatusCode::INTERNAL_SERVER_ERROR, e)),
         }
         Ok((stored, problems))
     })
@@ -440,6 +433,12 @@ pub async fn pushgateway(
     if outcome.is_err() {
         next.last_push_ms = now;
         next.push_failure_time = now as f64 / 1000.0;
+    } else {
+        let mut series = next.series(&key);
+        let refused = st.guard.admit(&mut series, |r| &r.0, now, true);
+        if !refused.is_empty() {
+            return text(StatusCode::TOO_MANY_REQUESTS, refused.join("\n"));
+        }
     }
     if let Err(e) = push.store.save_group(&key, &next).await {
         return text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
@@ -567,10 +566,10 @@ pub async fn push_counters(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (Ok(db), Some(push)) = (st.db(), st.push()) else {
+    let (Ok(_), Some(push)) = (st.db(), st.push()) else {
         return ApiError::unavailable("starting").into_response();
     };
-    let (db, push) = (db.clone(), push.clone());
+    let push = push.clone();
     let json_body = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -586,17 +585,17 @@ pub async fn push_counters(
         Ok(u) => u,
         Err(e) => return ApiError::bad_data(e).into_response(),
     };
+    let mut updates = updates;
+    let refused = st.guard.admit(&mut updates, |u| &u.labels, now_ms(), true);
+    if !refused.is_empty() {
+        return ApiError::with_status(StatusCode::TOO_MANY_REQUESTS, "limit", refused.join("; "))
+            .into_response();
+    }
     let values = match push.store.apply(updates).await {
         Ok(v) => v,
         Err(PushStoreError::Invalid(e)) => return ApiError::bad_data(e).into_response(),
         Err(e) => return ApiError::internal(e.to_string()).into_response(),
     };
-    let now = now_ms();
-    let rows = values.iter().map(|(l, v)| (l.clone(), now, *v)).collect();
-    if let Err(e) = store(db, rows).await {
-        // The change is durable in the push store; the next refresh writes it.
-        tracing::error!("writing pushed counters: {e}");
-    }
     let data: Vec<Value> = values
         .into_iter()
         .map(|(l, v)| {
@@ -625,6 +624,7 @@ pub async fn refresh(st: Arc<AppState>, every: Duration) {
         };
         let (db, push) = (db.clone(), push.clone());
         let now = now_ms();
+        st.guard.prune(now);
         let mut rows = Vec::new();
         {
             let mut groups = push.groups.lock().await;
@@ -655,6 +655,43 @@ pub async fn refresh(st: Arc<AppState>, every: Duration) {
             tracing::error!("refreshing pushed series: {e}");
         }
     }
+}
+
+/// `GET /api/v1/status/push`: the jobs pushing the most series (`limit`, default 10),
+/// and the limits.
+pub async fn status(State(st): State<Arc<AppState>>, RawQuery(q): RawQuery) -> Response {
+    let mut limit = 10usize;
+    for (k, v) in form_urlencoded::parse(q.as_deref().unwrap_or("").as_bytes()) {
+        if k == "limit" {
+            match v.parse() {
+                Ok(n) => limit = n,
+                Err(_) => return ApiError::bad_data("limit must be a number").into_response(),
+            }
+        }
+    }
+    let jobs: Vec<Value> = st
+        .guard
+        .top(limit, now_ms())
+        .into_iter()
+        .map(|j| {
+            json!({
+                "job": j.job,
+                "series": j.series,
+                "newSeriesThisMinute": j.new_this_minute,
+                "newSeriesTotal": j.new_total,
+                "refusedSeriesTotal": j.refused_total,
+                "samplesTotal": j.samples_total,
+            })
+        })
+        .collect();
+    success(json!({
+        "seriesCountByJob": jobs,
+        "limits": {
+            "maxSeriesPerJob": st.guard.limits.max_series_per_job,
+            "maxNewSeriesPerMinute": st.guard.limits.max_new_series_per_minute,
+        },
+    }))
+    .into_response()
 }
 
 #[cfg(test)]

@@ -161,8 +161,34 @@ pub async fn alerts() -> Response {
 }
 
 /// `GET /api/v1/targets`.
-pub async fn targets() -> Response {
-    success(json!({"activeTargets": [], "droppedTargets": []}))
+pub async fn targets(State(st): State<Arc<AppState>>) -> Response {
+    let active: Vec<Value> = st
+        .scrape()
+        .map(|m| m.targets())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|t| {
+            let labels: serde_json::Map<String, Value> = t
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                .collect();
+            json!({
+                "discoveredLabels": {},
+                "labels": labels,
+                "scrapePool": t.job,
+                "scrapeUrl": t.url,
+                "globalUrl": t.url,
+                "lastError": t.last_error,
+                "lastScrape": if t.last_scrape > 0 { format_rfc3339(t.last_scrape) } else { "0001-01-01T00:00:00Z".into() },
+                "lastScrapeDuration": t.last_duration.as_secs_f64(),
+                "health": t.health,
+                "scrapeInterval": format!("{}s", t.interval.as_secs_f64()),
+                "scrapeTimeout": format!("{}s", t.timeout.as_secs_f64()),
+            })
+        })
+        .collect();
+    success(json!({"activeTargets": active, "droppedTargets": []}))
 }
 
 /// `GET /api/v1/targets/metadata`.

@@ -185,6 +185,22 @@ fn proc_sample(pid: &str) -> Result<ProcSample> {
     })
 }
 
+/// The whole machine's busy and total CPU time in clock ticks (`/proc/stat`), to tell
+/// how much of the window other processes used.
+fn machine_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is already in user).
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+    Some((total - idle, total))
+}
+
 /// CPU used between two samples, as a percentage of one core.
 fn cpu_pct(a: &ProcSample, b: &ProcSample) -> f64 {
     let wall = b.at.duration_since(a.at).as_secs_f64();
@@ -722,6 +738,7 @@ async fn run(cli: Cli) -> Result<bool> {
     tokio::time::sleep_until(w_start.into()).await;
     let s0 = sample(&pid);
     let me0 = proc_sample("self").ok();
+    let m0 = machine_ticks();
     let hb0 = metric(&http, &base, "minos_agent_heartbeats_total")
         .await
         .ok();
@@ -731,6 +748,7 @@ async fn run(cli: Cli) -> Result<bool> {
     tokio::time::sleep_until(w_end.into()).await;
     let s1 = sample(&pid);
     let me1 = proc_sample("self").ok();
+    let m1 = machine_ticks();
     let hb1 = metric(&http, &base, "minos_agent_heartbeats_total")
         .await
         .ok();
@@ -839,6 +857,21 @@ async fn run(cli: Cli) -> Result<bool> {
             "this process     CPU {:.2} % of one core over the window; RSS {:.1} MB",
             cpu_pct(a, b),
             b.rss_mb
+        );
+    }
+    if let (Some((b0, t0)), Some((b1, t1))) = (m0, m1)
+        && t1 > t0
+    {
+        // Total ticks count every core: scale to "% of one core".
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let busy = (b1 - b0) as f64 / (t1 - t0) as f64 * 100.0 * cores;
+        let ours = match (&s0, &s1, &me0, &me1) {
+            (Some(a), Some(b), Some(c), Some(d)) => cpu_pct(a, b) + cpu_pct(c, d),
+            _ => f64::NAN,
+        };
+        println!(
+            "machine          {busy:.1} % of one core busy over the window ({cores} cores); other processes {:.1} %",
+            busy - ours
         );
     }
     if let Some(log) = &server_log {

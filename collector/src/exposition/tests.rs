@@ -858,6 +858,17 @@ fn parsing_resumes_after_a_bad_line() {
     );
     let lines: Vec<_> = errors.iter().map(|e| (e.line, e.column)).collect();
     assert_eq!(lines, vec![(2, 6), (6, 11)]);
+
+    // The parser can quote the rejected line back.
+    let crlf = text.replace('\n', "\r\n");
+    let mut p = Parser::new(&crlf);
+    let mut rejected = Vec::new();
+    while let Some(r) = p.next_entry() {
+        if r.is_err() {
+            rejected.push(String::from_utf8_lossy(p.line_bytes()).into_owned());
+        }
+    }
+    assert_eq!(rejected, vec!["bad{ 2", "worse 1 2 3"]);
     assert_eq!(
         errors[0].to_string(),
         "line 2, column 6: expected a label name or '}', found '2'"

@@ -882,6 +882,22 @@ fn re2_syntax() {
         ("a.c", "a\nc", true),
         ("", "", true),
         ("", "a", false),
+        // Shapes the alternatives shortcut takes; checked against the regex engine below.
+        ("up", "up", true),
+        ("up", "upp", false),
+        ("a-b c#d", "a-b c#d", true),
+        ("go_.*|process_.*", "go_goroutines", true),
+        ("go_.*|process_.*", "process_", true),
+        ("go_.*|process_.*", "xgo_", false),
+        ("(go_.*|up)", "up", true),
+        (".*_total|up|a|b|c", "x_total", true),
+        (".*_total|up|a|b|c", "b", true),
+        (".*_total|up|a|b|c", "d", false),
+        (".*_bucket.*", "a_bucket_b", true),
+        (".*_bucket.*", "a_buckeb", false),
+        (".*|x", "", true),
+        ("a|", "", true),
+        ("go_.*", "go_\nx", true),
     ];
     for &(pattern, input, want) in cases {
         let m = match Matcher::compile(pattern) {
@@ -895,6 +911,40 @@ fn re2_syntax() {
             "{pattern:?} on {input:?} (regex engine)"
         );
     }
+}
+
+#[test]
+fn shortcut_patterns_skip_the_regex_engine() {
+    let kind = |p: &str| match Matcher::compile(p) {
+        Ok(m) => m.kind,
+        Err(e) => panic!("{p:?}: {e}"),
+    };
+    for p in ["(.*)", ".*"] {
+        assert!(matches!(kind(p), MatchKind::Any), "{p}");
+    }
+    for p in ["(.+)", ".+"] {
+        assert!(matches!(kind(p), MatchKind::NonEmpty), "{p}");
+    }
+    for p in ["up", "go_.*|process_.*", "(a|b.*)", ".*x.*|y", ""] {
+        assert!(matches!(kind(p), MatchKind::Alternatives(_)), "{p}");
+    }
+    for p in [
+        "(?i)up", "a.b", "(a)|(b)", "a\\.b", "a+", "[ab]", "a.*b", "(a|b", "^a$",
+    ] {
+        if let Ok(m) = Matcher::compile(p) {
+            assert!(matches!(m.kind, MatchKind::Regex), "{p}");
+        }
+    }
+    // A wrapping group is the whole value.
+    run(vec![Case {
+        name: "wrapped alternatives in a replacement",
+        rules: vec![json!({
+            "source_labels": ["__name__"], "regex": "(go_.*|up)", "target_label": "t",
+            "replacement": "[$0][$1][$2]"
+        })],
+        input: &[("__name__", "go_x")],
+        output: Some(&[("__name__", "go_x"), ("t", "[go_x][go_x][]")]),
+    }]);
 }
 
 #[test]
@@ -995,69 +1045,4 @@ fn no_allocation_when_nothing_changes() {
     assert!(!r.apply(&mut dropped));
     let n = allocations(|| assert!(!r.apply(&mut dropped)));
     assert_eq!(n, 0, "a drop allocated");
-}
-
-#[test]
-#[ignore]
-fn zz_timing() {
-    use std::time::Instant;
-    let bench = |name: &str, rules: &[Value], input: &[(&str, &str)]| {
-        let r = relabeler(rules);
-        let base = labels(input);
-        let n = 1_000_000;
-        let mut ls = base.clone();
-        let t = Instant::now();
-        for _ in 0..n {
-            std::hint::black_box(r.apply(std::hint::black_box(&mut ls)));
-        }
-        println!(
-            "{name}: {:.1} ns/op",
-            t.elapsed().as_nanos() as f64 / n as f64
-        );
-    };
-    let sample: &[(&str, &str)] = &[
-        ("__name__", "http_requests_total"),
-        ("code", "200"),
-        ("instance", "web1:9100"),
-        ("job", "node"),
-        ("method", "GET"),
-    ];
-    bench(
-        "drop by name alternation (kept)",
-        &[
-            json!({"source_labels": ["__name__"], "regex": "go_.*|process_.*|node_scrape_collector_.*", "action": "drop"}),
-        ],
-        sample,
-    );
-    bench(
-        "drop by name literal list (kept)",
-        &[
-            json!({"source_labels": ["__name__"], "regex": "go_goroutines|go_threads|process_cpu_seconds_total", "action": "drop"}),
-        ],
-        sample,
-    );
-    bench(
-        "keep two sources (kept)",
-        &[json!({"source_labels": ["__name__", "code"], "regex": "http_.*;2..", "action": "keep"})],
-        sample,
-    );
-    bench(
-        "replace with group, no change",
-        &[
-            json!({"source_labels": ["instance"], "regex": "([^:]+):\\d+", "target_label": "instance", "replacement": "${1}:9100"}),
-        ],
-        sample,
-    );
-    bench(
-        "labeldrop",
-        &[json!({"regex": "tmp_.*", "action": "labeldrop"})],
-        sample,
-    );
-    bench(
-        "hashmod",
-        &[
-            json!({"source_labels": ["instance"], "target_label": "shard", "modulus": 4, "action": "hashmod"}),
-        ],
-        sample,
-    );
 }

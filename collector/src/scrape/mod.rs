@@ -1,0 +1,506 @@
+//! The scrape manager: pulls Prometheus endpoints on their interval and stores what
+//! they expose, as Prometheus does.
+//!
+//! [`config`] reads the `scrape_configs` of a Prometheus-style YAML file and builds
+//! targets; [`Manager::apply`] runs one loop per target and stops the loops of targets
+//! that went away (a reload or a discovery change), writing staleness markers for their
+//! series.
+//!
+//! Each scrape:
+//! - starts at a fixed offset within the interval derived from the target's identity, so
+//!   1,000 targets on a 15 s interval spread over the 15 s instead of starting together;
+//! - `GET`s the target's URL with the scrape timeout as a deadline (also announced in
+//!   `X-Prometheus-Scrape-Timeout-Seconds`), its credentials, and reads at most
+//!   `body_size_limit` bytes ([`DEFAULT_BODY_LIMIT`] when the config sets none);
+//! - parses the text format (`crate::exposition`), adds the target's labels (a scraped
+//!   label that clashes is renamed `exported_<name>`, or kept with `honor_labels`),
+//!   applies `metric_relabel_configs`, and keeps sample timestamps only with
+//!   `honor_timestamps`;
+//! - fails whole (nothing stored, `up` 0) when the target does not answer 200 in time,
+//!   the body is too large or does not parse, or `sample_limit`/`label_limit` is
+//!   exceeded;
+//! - writes `up`, `scrape_duration_seconds`, `scrape_samples_scraped`,
+//!   `scrape_samples_post_metric_relabeling` and `scrape_series_added` with the target's
+//!   labels, and a staleness marker for every series the previous scrape had and this
+//!   one has not (all of them when the scrape failed).
+//!
+//! Duplicate series within one scrape keep their first sample.
+
+pub mod config;
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use tsdb::Db;
+
+use crate::Row;
+
+use crate::exposition::{Entry, Format, Parser};
+use crate::relabel::Relabeler;
+use config::{Auth, ScrapeConfig, Target};
+
+/// The body size limit when the config sets none.
+pub const DEFAULT_BODY_LIMIT: u64 = 64 << 20;
+
+/// What every loop of one job shares.
+pub struct Job {
+    pub name: String,
+    pub honor_labels: bool,
+    pub honor_timestamps: bool,
+    pub sample_limit: usize,
+    pub label_limit: usize,
+    pub body_size_limit: u64,
+    pub auth: Option<Auth>,
+    pub metric_relabel: Relabeler,
+}
+
+impl Job {
+    pub fn from_config(c: &ScrapeConfig) -> Job {
+        Job {
+            name: c.job_name.clone(),
+            honor_labels: c.honor_labels,
+            honor_timestamps: c.honor_timestamps,
+            sample_limit: c.sample_limit,
+            label_limit: c.label_limit,
+            body_size_limit: if c.body_size_limit == 0 {
+                DEFAULT_BODY_LIMIT
+            } else {
+                c.body_size_limit
+            },
+            auth: c.auth.clone(),
+            metric_relabel: c.metric_relabel.clone(),
+        }
+    }
+}
+
+/// The state of one target, for `/api/v1/targets`.
+#[derive(Debug, Clone)]
+pub struct TargetStatus {
+    pub job: String,
+    pub url: String,
+    pub labels: Vec<(String, String)>,
+    /// `up`, `down` or `unknown` (not scraped yet).
+    pub health: &'static str,
+    pub last_error: String,
+    /// Unix ms of the last scrape (0: none).
+    pub last_scrape: i64,
+    pub last_duration: Duration,
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
+struct Running {
+    job: Arc<Job>,
+    target: Target,
+    status: Arc<Mutex<TargetStatus>>,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+/// Identity of a running target: job, URL and labels.
+type Key = (String, String, Vec<(String, String)>);
+
+/// Runs the scrape loops.
+pub struct Manager {
+    db: Arc<Db>,
+    http: reqwest::Client,
+    running: Mutex<HashMap<Key, Running>>,
+}
+
+impl Manager {
+    pub fn new(db: Arc<Db>) -> Result<Arc<Manager>, String> {
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .user_agent(concat!("Minos/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("scrape client: {e}"))?;
+        Ok(Arc::new(Manager {
+            db,
+            http,
+            running: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// Makes the running loops those of `jobs`: new targets start, missing ones stop
+    /// (their series get staleness markers), unchanged ones keep running. A target whose
+    /// job settings changed is restarted.
+    pub fn apply(self: &Arc<Self>, jobs: Vec<(Arc<Job>, Vec<Target>)>) {
+        let mut wanted: HashMap<Key, (Arc<Job>, Target)> = HashMap::new();
+        for (job, targets) in jobs {
+            for t in targets {
+                wanted.insert(
+                    (job.name.clone(), t.url.clone(), t.labels.clone()),
+                    (job.clone(), t),
+                );
+            }
+        }
+        let mut running = self.running.lock();
+        running.retain(|k, r| {
+            let keep = wanted.get(k).is_some_and(|(j, t)| {
+                Arc::ptr_eq(j, &r.job)
+                    || (t.interval == r.target.interval
+                        && t.timeout == r.target.timeout
+                        && same_job(j, &r.job))
+            });
+            if !keep {
+                let _ = r.stop.send(true);
+            }
+            keep
+        });
+        for (k, (job, target)) in wanted {
+            if running.contains_key(&k) {
+                // Later scrapes use the new settings object.
+                if let Some(r) = running.get_mut(&k) {
+                    r.job = job;
+                }
+                continue;
+            }
+            let status = Arc::new(Mutex::new(TargetStatus {
+                job: job.name.clone(),
+                url: target.url.clone(),
+                labels: target.labels.clone(),
+                health: "unknown",
+                last_error: String::new(),
+                last_scrape: 0,
+                last_duration: Duration::ZERO,
+                interval: target.interval,
+                timeout: target.timeout,
+            }));
+            let (stop, rx) = tokio::sync::watch::channel(false);
+            tokio::spawn(scrape_loop(
+                self.clone(),
+                job.clone(),
+                target.clone(),
+                status.clone(),
+                rx,
+            ));
+            running.insert(
+                k,
+                Running {
+                    job,
+                    target,
+                    status,
+                    stop,
+                },
+            );
+        }
+    }
+
+    /// Every target's state, by job then URL.
+    pub fn targets(&self) -> Vec<TargetStatus> {
+        let mut v: Vec<TargetStatus> = self
+            .running
+            .lock()
+            .values()
+            .map(|r| r.status.lock().clone())
+            .collect();
+        v.sort_by(|a, b| (&a.job, &a.url).cmp(&(&b.job, &b.url)));
+        v
+    }
+
+    /// Stops every loop (their series go stale).
+    pub fn stop_all(&self) {
+        for (_, r) in self.running.lock().drain() {
+            let _ = r.stop.send(true);
+        }
+    }
+}
+
+fn same_job(a: &Job, b: &Job) -> bool {
+    a.name == b.name
+        && a.honor_labels == b.honor_labels
+        && a.honor_timestamps == b.honor_timestamps
+        && a.sample_limit == b.sample_limit
+        && a.label_limit == b.label_limit
+        && a.body_size_limit == b.body_size_limit
+}
+
+/// Where in its interval a target scrapes: a stable hash of its identity.
+fn offset(target: &Target) -> Duration {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    target.url.hash(&mut h);
+    target.labels.hash(&mut h);
+    let ms = u64::try_from(target.interval.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1);
+    Duration::from_millis(h.finish() % ms)
+}
+
+async fn scrape_loop(
+    m: Arc<Manager>,
+    job: Arc<Job>,
+    target: Target,
+    status: Arc<Mutex<TargetStatus>>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let start = tokio::time::Instant::now() + offset(&target);
+    let mut tick = tokio::time::interval_at(start, target.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut last: HashSet<Vec<(String, String)>> = HashSet::new();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => break,
+        }
+        let job = {
+            // Settings may have been swapped by a reload.
+            let running = m.running.lock();
+            running
+                .get(&(job.name.clone(), target.url.clone(), target.labels.clone()))
+                .map_or_else(|| job.clone(), |r| r.job.clone())
+        };
+        let t = tsdb::now_ms();
+        let began = Instant::now();
+        let result = scrape_once(&m, &job, &target, t).await;
+        let took = began.elapsed();
+        let (rows, seen, scraped, kept, error) = match result {
+            Ok(s) => (s.rows, s.seen, s.scraped, s.kept, None),
+            Err(e) => (Vec::new(), HashSet::new(), 0, 0, Some(e)),
+        };
+        let added = seen.difference(&last).count();
+        let mut out = rows;
+        let stale = f64::from_bits(tsdb::STALE_NAN_BITS);
+        for gone in last.difference(&seen) {
+            out.push((gone.clone(), t, stale));
+        }
+        let up = if error.is_none() { 1.0 } else { 0.0 };
+        for (name, v) in [
+            ("up", up),
+            ("scrape_duration_seconds", took.as_secs_f64()),
+            ("scrape_samples_scraped", scraped as f64),
+            ("scrape_samples_post_metric_relabeling", kept as f64),
+            ("scrape_series_added", added as f64),
+        ] {
+            out.push((report_labels(&target, name), t, v));
+        }
+        last = seen;
+        if let Err(e) = append(&m.db, out).await {
+            tracing::error!("storing the scrape of {}: {e}", target.url);
+        }
+        let mut st = status.lock();
+        st.health = if error.is_none() { "up" } else { "down" };
+        st.last_error = error.unwrap_or_default();
+        st.last_scrape = t;
+        st.last_duration = took;
+    }
+    // Stopped: everything this target exposed goes stale.
+    let t = tsdb::now_ms();
+    let stale = f64::from_bits(tsdb::STALE_NAN_BITS);
+    let mut out: Vec<Row> = last.into_iter().map(|l| (l, t, stale)).collect();
+    for name in [
+        "up",
+        "scrape_duration_seconds",
+        "scrape_samples_scraped",
+        "scrape_samples_post_metric_relabeling",
+        "scrape_series_added",
+    ] {
+        out.push((report_labels(&target, name), t, stale));
+    }
+    if let Err(e) = append(&m.db, out).await {
+        tracing::error!("marking {} stale: {e}", target.url);
+    }
+}
+
+fn report_labels(target: &Target, name: &str) -> Vec<(String, String)> {
+    let mut l = target.labels.clone();
+    l.push(("__name__".into(), name.into()));
+    l.sort();
+    l
+}
+
+struct Scraped {
+    rows: Vec<Row>,
+    seen: HashSet<Vec<(String, String)>>,
+    scraped: usize,
+    kept: usize,
+}
+
+async fn fetch(
+    m: &Manager,
+    job: &Job,
+    target: &Target,
+) -> Result<(Vec<u8>, Option<Format>), String> {
+    let mut req = m
+        .http
+        .get(&target.url)
+        .timeout(target.timeout)
+        .header(
+            reqwest::header::ACCEPT,
+            "application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.4,*/*;q=0.1",
+        )
+        .header(
+            "X-Prometheus-Scrape-Timeout-Seconds",
+            format!("{}", target.timeout.as_secs_f64()),
+        );
+    if let Some(a) = &job.auth {
+        req = req.header(reqwest::header::AUTHORIZATION, a.header_value());
+    }
+    let work = async {
+        let mut resp = req.send().await.map_err(|e| describe(&e, target))?;
+        if resp.status() != reqwest::StatusCode::OK {
+            return Err(format!("server returned HTTP status {}", resp.status()));
+        }
+        let format = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(Format::from_content_type);
+        if let Some(len) = resp.content_length()
+            && len > job.body_size_limit
+        {
+            return Err(format!(
+                "body size {len} bytes exceeds the limit of {} bytes",
+                job.body_size_limit
+            ));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| describe(&e, target))? {
+            if (body.len() + chunk.len()) as u64 > job.body_size_limit {
+                return Err(format!(
+                    "body exceeds the limit of {} bytes",
+                    job.body_size_limit
+                ));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok((body, format))
+    };
+    match tokio::time::timeout(target.timeout, work).await {
+        Ok(r) => r,
+        Err(_) => Err(format!(
+            "scrape timed out after {}s",
+            target.timeout.as_secs_f64()
+        )),
+    }
+}
+
+/// A request error with its causes (reqwest's own message hides them).
+fn describe(e: &reqwest::Error, target: &Target) -> String {
+    if e.is_timeout() {
+        return format!("scrape timed out after {}s", target.timeout.as_secs_f64());
+    }
+    let mut s = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}
+
+async fn scrape_once(
+    m: &Manager,
+    job: &Arc<Job>,
+    target: &Target,
+    t: i64,
+) -> Result<Scraped, String> {
+    let (body, format) = fetch(m, job, target).await?;
+    let (job, target) = (job.clone(), target.clone());
+    tokio::task::spawn_blocking(move || process(&job, &target, &body, format, t))
+        .await
+        .map_err(|e| e.to_string())?
+}
+
+/// Turns a scraped body into rows to store (see the module documentation).
+fn process(
+    job: &Job,
+    target: &Target,
+    body: &[u8],
+    format: Option<Format>,
+    t: i64,
+) -> Result<Scraped, String> {
+    let mut parser = match format {
+        Some(f) => Parser::with_format(body, f),
+        None => Parser::new(body),
+    };
+    let mut rows = Vec::new();
+    let mut seen = HashSet::new();
+    let mut scraped = 0usize;
+    while let Some(entry) = parser.next_entry() {
+        let s = match entry {
+            Err(e) => return Err(format!("parsing the scrape: {e}")),
+            Ok(Entry::Sample(s)) => s,
+            Ok(_) => continue,
+        };
+        scraped += 1;
+        let mut labels: Vec<(String, String)> =
+            Vec::with_capacity(s.labels.len() + target.labels.len() + 1);
+        labels.push(("__name__".into(), s.name.to_string()));
+        for (k, v) in s.labels.iter() {
+            if k == "__name__" {
+                return Err(format!(
+                    "line {}: a __name__ label next to the metric name",
+                    s.line
+                ));
+            }
+            labels.push((k.to_string(), v.to_string()));
+        }
+        for (k, v) in &target.labels {
+            match labels.iter().position(|(n, _)| n == k) {
+                Some(i) if job.honor_labels => {
+                    if labels[i].1.is_empty() {
+                        labels[i].1 = v.clone();
+                    }
+                }
+                Some(i) => {
+                    let scraped_value = std::mem::replace(&mut labels[i].1, v.clone());
+                    if !scraped_value.is_empty() {
+                        labels.push((format!("exported_{k}"), scraped_value));
+                    }
+                }
+                None => labels.push((k.clone(), v.clone())),
+            }
+        }
+        labels.sort();
+        labels.dedup_by(|a, b| a.0 == b.0);
+        labels.retain(|(_, v)| !v.is_empty());
+        if !job.metric_relabel.is_empty() && !job.metric_relabel.apply(&mut labels) {
+            continue;
+        }
+        if job.label_limit > 0 && labels.len() - 1 > job.label_limit {
+            return Err(format!(
+                "label_limit exceeded: a series has {} labels, at most {}",
+                labels.len() - 1,
+                job.label_limit
+            ));
+        }
+        if !seen.insert(labels.clone()) {
+            continue;
+        }
+        if job.sample_limit > 0 && seen.len() > job.sample_limit {
+            return Err(format!(
+                "sample_limit exceeded: more than {} samples",
+                job.sample_limit
+            ));
+        }
+        let ts = match s.timestamp_ms {
+            Some(ts) if job.honor_timestamps => ts,
+            _ => t,
+        };
+        rows.push((labels, ts, s.value));
+    }
+    let kept = rows.len();
+    Ok(Scraped {
+        rows,
+        seen,
+        scraped,
+        kept,
+    })
+}
+
+async fn append(db: &Arc<Db>, rows: Vec<Row>) -> Result<(), String> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let db = db.clone();
+    match tokio::task::spawn_blocking(move || crate::append_rows(&db, &rows))
+        .await
+        .map_err(|e| e.to_string())??
+    {
+        Some(m) => Err(m),
+        None => Ok(()),
+    }
+}
