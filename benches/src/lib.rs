@@ -1,8 +1,12 @@
 //! Workloads shared by the benches: deterministic, realistic data generated in-project.
 //!
 //! - `workload`: node-exporter-like host metrics and business counters.
+//! - `harness`: starting and measuring a server process, for the scale benches.
+//! - `scrape_sim`: many Prometheus scrape targets on one port, for `scrape_scale`.
 
+pub mod harness;
 pub mod peers;
+pub mod scrape_sim;
 pub mod workload;
 
 /// The splitmix64 generator: one step of a fast, well-mixed 64-bit sequence. Benches seed

@@ -234,22 +234,40 @@ impl Store {
         status: AgentStatus,
         last_seen: i64,
     ) -> Result<(), StoreError> {
+        self.set_agent_statuses(&[(host, status, last_seen)]).await
+    }
+
+    /// Records several status changes in one transaction (one disk sync for a fleet
+    /// coming back after a server restart).
+    pub async fn set_agent_statuses(
+        &self,
+        changes: &[(HostId, AgentStatus, i64)],
+    ) -> Result<(), StoreError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
         let _w = self.write_lock().await;
         let now = now_ms();
-        sqlx::query(
-            "UPDATE agents SET status = $1, status_at = $2, last_seen = $3 WHERE host_id = $4",
-        )
-        .bind(status.as_str())
-        .bind(now)
-        .bind(last_seen)
-        .bind(i64::try_from(host.0).unwrap_or(i64::MAX))
-        .execute(self.pool())
-        .await?;
+        let mut tx = self.pool().begin().await?;
+        for (host, status, last_seen) in changes {
+            sqlx::query(
+                "UPDATE agents SET status = $1, status_at = $2, last_seen = $3 WHERE host_id = $4",
+            )
+            .bind(status.as_str())
+            .bind(now)
+            .bind(*last_seen)
+            .bind(i64::try_from(host.0).unwrap_or(i64::MAX))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
         self.agents_mut(|a| {
-            if let Some(r) = a.by_host.get_mut(&host) {
-                r.status = status;
-                r.status_at = now;
-                r.last_seen = last_seen;
+            for (host, status, last_seen) in changes {
+                if let Some(r) = a.by_host.get_mut(host) {
+                    r.status = *status;
+                    r.status_at = now;
+                    r.last_seen = *last_seen;
+                }
             }
         });
         Ok(())

@@ -16,7 +16,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use inventory::{AgentStatus, HostId, Store, TokenKind};
+use inventory::{HostId, Store, TokenKind};
 use serde_json::{Value, json};
 
 use crate::AppState;
@@ -197,20 +197,6 @@ async fn close(socket: &mut WebSocket, code: u16, reason: String) -> Result<(), 
     Err(reason)
 }
 
-/// Records a status change of `host`'s agent in the store, off the connection's path.
-fn record_online(store: &Arc<Store>, host: HostId) {
-    let store = store.clone();
-    tokio::spawn(async move {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-            .unwrap_or(0);
-        if let Err(e) = store.set_agent_status(host, AgentStatus::Online, now).await {
-            tracing::error!("recording that host {} is online: {e}", host.0);
-        }
-    });
-}
-
 /// Stores facts that changed; an oversized object closes the channel.
 async fn store_facts(
     store: &Store,
@@ -276,9 +262,7 @@ async fn serve(st: Arc<AppState>, host: HostId, mut socket: WebSocket) -> Result
         Err(_) => return close(&mut socket, close_code::POLICY, "no hello in 10s".into()).await,
     };
     let (conn, notify) = hub.connect(host, heartbeat_ms);
-    if hub.heartbeat(host) {
-        record_online(&store, host);
-    }
+    hub.heartbeat(host);
     let res = converse(
         &st,
         &store,
@@ -349,9 +333,7 @@ async fn converse(
                             hub.counters.bad_frames.fetch_add(1, Ordering::Relaxed);
                             return close(socket, code, why).await;
                         }
-                        if hub.heartbeat(host) {
-                            record_online(store, host);
-                        }
+                        hub.heartbeat(host);
                         send(socket, &ServerFrame::HeartbeatAck { seq }).await?;
                     }
                     AgentFrame::Ack { id } => hub.acked(host, id),

@@ -132,6 +132,8 @@ pub struct Hub {
     pub counters: ChannelCounters,
     /// Messages from agents, for whoever consumes them.
     upward: tokio::sync::broadcast::Sender<(HostId, Record)>,
+    /// Agents that came online since the last write of statuses, with the Unix ms.
+    came_online: Mutex<Vec<(HostId, i64)>>,
 }
 
 fn now_ms() -> i64 {
@@ -157,6 +159,7 @@ impl Hub {
             next_conn: AtomicU64::new(1),
             counters: ChannelCounters::default(),
             upward: tokio::sync::broadcast::channel(1024).0,
+            came_online: Mutex::new(Vec::new()),
         }
     }
 
@@ -199,7 +202,7 @@ impl Hub {
     }
 
     /// Records a heartbeat (or a hello); returns true when the agent was not `online`
-    /// (its status must be written).
+    /// (the status is written to the store by [`Hub::watch_lost`]'s next tick).
     pub fn heartbeat(&self, host: HostId) -> bool {
         self.counters.heartbeats.fetch_add(1, Ordering::Relaxed);
         let mut slots = self.slots.lock();
@@ -208,6 +211,7 @@ impl Hub {
         s.last_seen_ms = now_ms();
         if s.status != Some(AgentStatus::Online) {
             s.status = Some(AgentStatus::Online);
+            self.came_online.lock().push((host, s.last_seen_ms));
             true
         } else {
             false
@@ -413,19 +417,25 @@ impl Hub {
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             every.tick().await;
-            for (host, last_seen) in self.newly_lost() {
-                let name = store
-                    .snapshot()
-                    .host(host)
-                    .map(|h| h.hostname.clone())
-                    .unwrap_or_default();
-                tracing::warn!("agent of {name} is lost: no heartbeat since {last_seen} (Unix ms)");
-                if let Err(e) = store
-                    .set_agent_status(host, AgentStatus::Lost, last_seen)
-                    .await
-                {
-                    tracing::error!("recording that {name} is lost: {e}");
+            let mut changes: Vec<(HostId, AgentStatus, i64)> =
+                std::mem::take(&mut *self.came_online.lock())
+                    .into_iter()
+                    .map(|(h, t)| (h, AgentStatus::Online, t))
+                    .collect();
+            let lost = self.newly_lost();
+            if !lost.is_empty() {
+                let inv = store.snapshot();
+                for (host, last_seen) in &lost {
+                    let name = inv.host(*host).map(|h| h.hostname.as_str()).unwrap_or("?");
+                    tracing::warn!(
+                        "agent of {name} is lost: no heartbeat since {last_seen} (Unix ms)"
+                    );
                 }
+            }
+            // A host that came back and was lost again within one tick ends lost.
+            changes.extend(lost.into_iter().map(|(h, t)| (h, AgentStatus::Lost, t)));
+            if let Err(e) = store.set_agent_statuses(&changes).await {
+                tracing::error!("recording {} agent status changes: {e}", changes.len());
             }
         }
     }

@@ -21,8 +21,8 @@
 //! heartbeat interval). The targets it prints against (server under 10 % of a core, p99
 //! under 50 ms) are reported, not enforced. See `benches/agent_scale.md`.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -30,6 +30,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
+use minos_benches::harness::{
+    ProcSample, Server, cpu_pct, default_minos, free_port, machine_line, machine_ticks, metric,
+    parse_duration, proc_sample, raise_fd_limit,
+};
 use minos_benches::splitmix64;
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -87,290 +91,33 @@ struct Cli {
     keep: bool,
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, mult) = if let Some(n) = s.strip_suffix("ms") {
-        (n, 0.001)
-    } else if let Some(n) = s.strip_suffix('s') {
-        (n, 1.0)
-    } else if let Some(n) = s.strip_suffix('m') {
-        (n, 60.0)
-    } else if let Some(n) = s.strip_suffix('h') {
-        (n, 3600.0)
-    } else {
-        (s, 1.0)
-    };
-    let v: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?}: not a duration (10s, 500ms, 1m)"))?;
-    if !v.is_finite() || v <= 0.0 {
-        return Err(format!("{s:?}: must be positive"));
-    }
-    Ok(Duration::from_secs_f64(v * mult))
-}
-
-/// Raises this process's open-file soft limit to the hard limit; returns the new limit.
-fn raise_fd_limit() -> u64 {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct passed to them.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return 0;
-        }
-        if lim.rlim_cur < lim.rlim_max {
-            let want = libc::rlimit {
-                rlim_cur: lim.rlim_max,
-                rlim_max: lim.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
-                lim = want;
-            }
-        }
-    }
-    lim.rlim_cur
-}
-
-/// CPU time and memory of a process, read from `/proc`.
-#[derive(Debug, Clone, Copy)]
-struct ProcSample {
-    at: Instant,
-    cpu_secs: f64,
-    rss_mb: f64,
-    hwm_mb: f64,
-}
-
-fn clock_ticks() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 { t as f64 } else { 100.0 }
-}
-
-/// `pid` is a number or `self`.
-fn proc_sample(pid: &str) -> Result<ProcSample> {
-    let at = Instant::now();
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("/proc/{pid}/stat"))?;
-    // Fields after the command name (which may hold spaces): state is field 3, utime 14,
-    // stime 15.
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .context("/proc/<pid>/stat: no ')'")?;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let field = |n: usize| -> Result<u64> {
-        f.get(n - 3)
-            .and_then(|s| s.parse().ok())
-            .with_context(|| format!("/proc/{pid}/stat: field {n}"))
-    };
-    let ticks = field(14)? + field(15)?;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .with_context(|| format!("/proc/{pid}/status"))?;
-    let kb = |key: &str| -> f64 {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    Ok(ProcSample {
-        at,
-        cpu_secs: ticks as f64 / clock_ticks(),
-        rss_mb: kb("VmRSS:") / 1024.0,
-        hwm_mb: kb("VmHWM:") / 1024.0,
-    })
-}
-
-/// The whole machine's busy and total CPU time in clock ticks (`/proc/stat`), to tell
-/// how much of the window other processes used.
-fn machine_ticks() -> Option<(u64, u64)> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
-    let v: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    // user nice system idle iowait irq softirq steal (guest time is already in user).
-    let total: u64 = v.iter().take(8).sum();
-    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
-    Some((total - idle, total))
-}
-
-/// CPU used between two samples, as a percentage of one core.
-fn cpu_pct(a: &ProcSample, b: &ProcSample) -> f64 {
-    let wall = b.at.duration_since(a.at).as_secs_f64();
-    if wall <= 0.0 {
-        return 0.0;
-    }
-    (b.cpu_secs - a.cpu_secs) / wall * 100.0
-}
-
-/// A `minos server` this process started; stopped (SIGTERM, then SIGKILL) when dropped.
-struct Server {
-    child: Child,
-    base: String,
-    log: PathBuf,
-    dir: Option<tempfile::TempDir>,
-    keep: bool,
-}
-
-impl Server {
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn log_tail(&self, lines: usize) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let v: Vec<&str> = text.lines().collect();
-        v[v.len().saturating_sub(lines)..].join("\n")
-    }
-
-    /// Stops the server; returns whether it exited within `grace` after SIGTERM.
-    fn stop(&mut self, grace: Duration) -> bool {
-        if let Ok(Some(_)) = self.child.try_wait() {
-            return true;
-        }
-        let Ok(pid) = libc::pid_t::try_from(self.child.id()) else {
-            let _ = self.child.kill();
-            return false;
-        };
-        // SAFETY: kill sends a signal to the child we spawned and still hold.
-        unsafe {
-            libc::kill(pid, libc::SIGTERM);
-        }
-        let end = Instant::now() + grace;
-        while Instant::now() < end {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        false
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop(Duration::from_secs(20));
-        if self.keep
-            && let Some(d) = self.dir.take()
-        {
-            let p = d.keep();
-            eprintln!(
-                "kept the server's data directory and log in {}",
-                p.display()
-            );
-        }
-    }
-}
-
-fn default_minos() -> Result<PathBuf> {
-    let mut candidates = Vec::new();
-    if let Some(t) = std::env::var_os("CARGO_TARGET_DIR") {
-        candidates.push(PathBuf::from(t).join("release/minos"));
-    }
-    candidates.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/minos"));
-    if let Some(path) = std::env::var_os("PATH") {
-        candidates.extend(std::env::split_paths(&path).map(|d| d.join("minos")));
-    }
-    candidates
-        .into_iter()
-        .find(|p| p.is_file())
-        .context("no minos binary: build it with `cargo build --release` or pass --minos")
-}
-
-fn free_port() -> Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").context("binding a free port")?;
-    Ok(l.local_addr()?.port())
-}
-
 async fn start_server(minos: &Path, keep: bool) -> Result<(Server, String)> {
     let dir = tempfile::Builder::new()
         .prefix("minos-agent-scale-")
         .tempdir()
         .context("creating the data directory")?;
     let data = dir.path().join("data");
-    let log = dir.path().join("server.log");
     let port = free_port()?;
-    let out = std::fs::File::create(&log).context("creating the server log")?;
-    let err = out.try_clone()?;
-    let child = Command::new(minos)
-        .arg("server")
-        .arg("--data")
-        .arg(&data)
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .spawn()
-        .with_context(|| format!("starting {}", minos.display()))?;
-    let mut server = Server {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-        log,
-        dir: Some(dir),
-        keep,
-    };
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()?;
+    let args: Vec<OsString> = vec![
+        "server".into(),
+        "--data".into(),
+        data.clone().into(),
+        "--listen".into(),
+        format!("127.0.0.1:{port}").into(),
+    ];
+    let base = format!("http://127.0.0.1:{port}");
+    let mut server = Server::spawn(minos, &args, base, dir, keep)?;
     let token_file = data.join("enroll.token");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if let Ok(Some(status)) = server.child.try_wait() {
-            bail!(
-                "minos server exited ({status}) before it was ready:\n{}",
-                server.log_tail(30)
-            );
-        }
-        let ready = client
-            .get(format!("{}/-/ready", server.base))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success());
-        if ready && let Ok(t) = std::fs::read_to_string(&token_file) {
-            let t = t.trim().to_string();
-            if !t.is_empty() {
-                return Ok((server, t));
-            }
-        }
-        if Instant::now() > deadline {
-            let tail = server.log_tail(30);
-            server.stop(Duration::from_secs(5));
-            bail!("minos server not ready within 120 s:\n{tail}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Reads one unlabelled sample from `/metrics`.
-async fn metric(client: &reqwest::Client, base: &str, name: &str) -> Result<f64> {
-    let text = client
-        .get(format!("{base}/metrics"))
-        .send()
+    let has_token = || std::fs::read_to_string(&token_file).is_ok_and(|t| !t.trim().is_empty());
+    server
+        .wait_ready(Duration::from_secs(120), has_token)
         .await
-        .context("GET /metrics")?
-        .error_for_status()
-        .context("GET /metrics")?
-        .text()
-        .await
-        .context("GET /metrics: body")?;
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| {
-            let (n, v) = l.split_once(' ')?;
-            (n == name).then(|| v.trim().parse::<f64>().ok()).flatten()
-        })
-        .with_context(|| format!("/metrics has no {name}"))
+        .context("minos server")?;
+    let token = std::fs::read_to_string(&token_file)
+        .context("reading enroll.token")?
+        .trim()
+        .to_string();
+    Ok((server, token))
 }
 
 /// Enrolls `n` agents, `concurrency` requests at a time; returns their secrets.
@@ -761,9 +508,7 @@ async fn run(cli: Cli) -> Result<bool> {
         results.push(r.context("agent task")?);
     }
     let server_clean = server.as_mut().map(|s| s.stop(Duration::from_secs(30)));
-    let server_log = server
-        .as_ref()
-        .map(|s| std::fs::read_to_string(&s.log).unwrap_or_default());
+    let server_log = server.as_ref().map(|s| s.log_problems(5));
 
     // The report.
     let mut lat: Vec<u32> = results
@@ -859,24 +604,14 @@ async fn run(cli: Cli) -> Result<bool> {
             b.rss_mb
         );
     }
-    if let (Some((b0, t0)), Some((b1, t1))) = (m0, m1)
-        && t1 > t0
-    {
-        // Total ticks count every core: scale to "% of one core".
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-        let busy = (b1 - b0) as f64 / (t1 - t0) as f64 * 100.0 * cores;
-        let ours = match (&s0, &s1, &me0, &me1) {
-            (Some(a), Some(b), Some(c), Some(d)) => cpu_pct(a, b) + cpu_pct(c, d),
-            _ => f64::NAN,
-        };
-        println!(
-            "machine          {busy:.1} % of one core busy over the window ({cores} cores); other processes {:.1} %",
-            busy - ours
-        );
+    let ours = match (&s0, &s1, &me0, &me1) {
+        (Some(a), Some(b), Some(c), Some(d)) => cpu_pct(a, b) + cpu_pct(c, d),
+        _ => f64::NAN,
+    };
+    if let Some(line) = machine_line(m0, m1, ours) {
+        println!("machine          {line}");
     }
-    if let Some(log) = &server_log {
-        let warn = log.lines().filter(|l| l.contains(" WARN ")).count();
-        let error = log.lines().filter(|l| l.contains(" ERROR ")).count();
+    if let Some((warn, error, lines)) = &server_log {
         println!(
             "server log       {warn} WARN, {error} ERROR lines; stopped {}",
             if server_clean == Some(true) {
@@ -885,11 +620,7 @@ async fn run(cli: Cli) -> Result<bool> {
                 "by SIGKILL"
             }
         );
-        for l in log
-            .lines()
-            .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
-            .take(5)
-        {
+        for l in lines {
             println!("                 {l}");
         }
     }
