@@ -219,6 +219,71 @@ fn pushgateway_pushes_give_the_series_the_pushgateway_gives() {
             "{method} {path}: pushgateway {a} {ta}; minos {b} {tb}"
         );
     }
+    // The delimited protobuf format Go and Java clients push by default.
+    let proto = {
+        use collector::protofmt::{Bucket, Histogram, LabelPair, Metric, MetricFamily, Value};
+        use prost::Message;
+        let fams = [
+            MetricFamily {
+                name: Some("jproto_runs_total".into()),
+                help: Some("Runs.".into()),
+                r#type: Some(0),
+                metric: vec![Metric {
+                    label: vec![LabelPair {
+                        name: Some("kind".into()),
+                        value: Some("full".into()),
+                    }],
+                    counter: Some(Value { value: Some(3.0) }),
+                    ..Default::default()
+                }],
+            },
+            MetricFamily {
+                name: Some("jproto_seconds".into()),
+                help: Some("Durations.".into()),
+                r#type: Some(4),
+                metric: vec![Metric {
+                    histogram: Some(Histogram {
+                        sample_count: Some(4),
+                        sample_sum: Some(2.5),
+                        bucket: vec![
+                            Bucket {
+                                cumulative_count: Some(1),
+                                upper_bound: Some(0.5),
+                                cumulative_count_float: None,
+                            },
+                            Bucket {
+                                cumulative_count: Some(3),
+                                upper_bound: Some(1e6),
+                                cumulative_count_float: None,
+                            },
+                        ],
+                        sample_count_float: None,
+                    }),
+                    ..Default::default()
+                }],
+            },
+        ];
+        let mut body = Vec::new();
+        for f in &fams {
+            f.encode_length_delimited(&mut body).expect("encode");
+        }
+        body
+    };
+    for url in [
+        format!("{}/metrics/job/jproto", pg.1),
+        s.url("/metrics/job/jproto"),
+    ] {
+        let r = client()
+            .put(url)
+            .header(
+                "Content-Type",
+                "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited",
+            )
+            .body(proto.clone())
+            .send()
+            .expect("push");
+        assert_eq!(r.status().as_u16(), 200);
+    }
     let want = pushgateway_series(&pg);
     let got = minos_series(&s);
     assert!(want.len() >= 12, "{want:?}");

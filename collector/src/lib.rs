@@ -11,6 +11,8 @@
 //!   `remote_write::proto`) prost message types and an encoder for senders and tests.
 //! - `exposition`: the Prometheus text format and OpenMetrics text: a zero-copy streaming
 //!   parser that reports each rejected line with its number and reason.
+//! - `protofmt`: the delimited protobuf exposition format Go and Java Pushgateway
+//!   clients push, flattened into samples.
 //! - `pushgw`: Pushgateway-compatible groups (grouping keys, PUT/POST/DELETE semantics,
 //!   optional time to live).
 //! - `pushstore`: the durable state of pushed data (server-side counters and gauges,
@@ -25,6 +27,7 @@
 
 pub mod exposition;
 pub mod influx;
+pub mod protofmt;
 pub mod pushgw;
 pub mod pushstore;
 pub mod relabel;

@@ -392,15 +392,43 @@ pub async fn pushgateway(
     } else {
         Method::Merge
     };
-    let format = match format_of(&headers) {
-        Ok(f) => f,
-        Err((code, why)) => return text(code, why),
-    };
     let ttl = match ttl_of(q.as_deref()) {
         Ok(t) => t,
         Err(e) => return text(StatusCode::BAD_REQUEST, e),
     };
-    let parsed = textimport::parse(&body, format, &[]);
+    let protobuf = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.contains("protobuf") && ct.contains("delimited"));
+    let parsed: Result<Vec<Pushed>, String> = if protobuf {
+        collector::protofmt::parse(&body).map(|v| {
+            v.into_iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    to_pushed(TextSample {
+                        labels: s.labels,
+                        value: s.value,
+                        timestamp_ms: s.timestamp_ms,
+                        line: i + 1,
+                        family: s.family,
+                        kind: collector::exposition::MetricType::from_name(s.kind)
+                            .unwrap_or(collector::exposition::MetricType::Untyped),
+                    })
+                })
+                .collect()
+        })
+    } else {
+        let format = match format_of(&headers) {
+            Ok(f) => f,
+            Err((code, why)) => return text(code, why),
+        };
+        let t = textimport::parse(&body, format, &[]);
+        if t.errors.is_empty() {
+            Ok(t.samples.into_iter().map(to_pushed).collect())
+        } else {
+            Err(rejected(&t.errors))
+        }
+    };
     let existed = groups.contains_key(&key);
     let previous = groups.get(&key).cloned().unwrap_or_default();
     let before = if existed {
@@ -409,8 +437,7 @@ pub async fn pushgateway(
         Vec::new()
     };
     let mut next = previous.clone();
-    let outcome = if parsed.errors.is_empty() {
-        let pushed: Vec<Pushed> = parsed.samples.into_iter().map(to_pushed).collect();
+    let outcome = if let Ok(pushed) = parsed {
         let mut trial = previous.clone();
         let checked = trial.push(&key, how, &pushed, now, ttl).and_then(|()| {
             collector::pushgw::consistent(
@@ -428,7 +455,7 @@ pub async fn pushgateway(
             Err(e) => Err(e),
         }
     } else {
-        Err(rejected(&parsed.errors))
+        parsed.map(|_| ())
     };
     if outcome.is_err() {
         next.last_push_ms = now;
