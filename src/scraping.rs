@@ -72,8 +72,9 @@ impl Scraping {
         let jobs = file
             .scrape_configs
             .iter()
-            .map(|c| Arc::new(Job::from_config(c)))
-            .collect();
+            .map(|c| Job::from_config(c).map(Arc::new))
+            .collect::<Result<Vec<_>, String>>()
+            .map_err(|e| format!("{}: {e}", self.path.display()))?;
         let n = file.scrape_configs.len();
         self.loaded = Some(Loaded { file, jobs });
         self.files.clear();

@@ -365,3 +365,139 @@ fn targets_come_from_files_and_from_the_inventory() {
     assert_eq!(r[0]["metric"]["team"], "sre", "{r}");
     assert_eq!(r[0]["metric"]["host"], "127.0.0.1", "{r}");
 }
+
+#[test]
+fn https_targets_are_scraped_with_the_jobs_tls_settings() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    // A CA, and a server certificate for 127.0.0.1 signed by it.
+    let ext = dir.path().join("ext.cnf");
+    write(
+        &ext,
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    );
+    let openssl = |args: &[&str]| {
+        let ok = Command::new("openssl")
+            .args(args)
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl");
+        assert!(ok.success(), "openssl {args:?}");
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=test-ca",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "key.pem",
+        "-out",
+        "leaf.csr",
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "cert.pem",
+    ]);
+    let web = dir.path().join("web.yml");
+    write(
+        &web,
+        &format!(
+            "tls_server_config:\n  cert_file: {}\n  key_file: {}\n",
+            cert.display(),
+            key.display()
+        ),
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let bin = ["prometheus-node-exporter", "node_exporter"]
+        .into_iter()
+        .find(|b| Command::new(b).arg("--version").output().is_ok())
+        .expect("node_exporter (apt-get install prometheus-node-exporter)");
+    let _ne = NodeExporter(
+        Command::new(bin)
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg(format!("--web.config.file={}", web.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("node_exporter"),
+    );
+    let cfg = dir.path().join("scrape.yml");
+    let job = |name: &str, tls: &str| {
+        format!(
+            "  - job_name: {name}\n    scheme: https\n    scrape_interval: 500ms\n    scrape_timeout: 400ms\n{tls}    static_configs:\n      - targets: ['127.0.0.1:{port}']\n"
+        )
+    };
+    write(
+        &cfg,
+        &format!(
+            "scrape_configs:\n{}{}{}",
+            job("trusted", "    tls_config:\n      ca_file: ca.pem\n"),
+            job("untrusted", ""),
+            job(
+                "skip",
+                "    tls_config:\n      insecure_skip_verify: true\n"
+            ),
+        ),
+    );
+    let cfg_s = cfg.display().to_string();
+    let s = Server::start(&dir.path().join("data"), &["--scrape.config", &cfg_s]);
+    wait_until(&s, r#"up{job="trusted"}"#, value_is("1"));
+    wait_until(&s, r#"up{job="skip"}"#, value_is("1"));
+    wait_until(&s, r#"up{job="untrusted"}"#, value_is("0"));
+    let (_, body) = s.get("/api/v1/targets");
+    let v = json(&body);
+    let untrusted = v["data"]["activeTargets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|t| t["scrapePool"] == "untrusted")
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        untrusted["lastError"]
+            .as_str()
+            .is_some_and(|e| e.to_lowercase().contains("certificate")),
+        "{untrusted}"
+    );
+    assert_eq!(
+        query(&s, r#"node_load1{job="trusted"}"#)
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+}

@@ -231,7 +231,7 @@ impl Catalog {
                     let _ = write!(out, "{}", (base * r / step).round() * step);
                 }
                 Value::Flag => {
-                    let on = ((now / 3600.0 + r2 * 40.0) as u64) % 40 != 0;
+                    let on = !((now / 3600.0 + r2 * 40.0) as u64).is_multiple_of(40);
                     out.push_str(if on { "1" } else { "0" });
                 }
                 Value::Bucket { rate, share } | Value::HistSum { rate, mean: share } => {

@@ -55,11 +55,46 @@ pub struct Job {
     pub body_size_limit: u64,
     pub auth: Option<Auth>,
     pub metric_relabel: Relabeler,
+    /// The HTTP client with the job's TLS settings.
+    client: reqwest::Client,
+}
+
+/// A client for a job's `tls_config`: its CA alone when `ca_file` is given, a client
+/// certificate when `cert_file` and `key_file` are, no verification with
+/// `insecure_skip_verify`.
+fn client_for(c: &ScrapeConfig) -> Result<reqwest::Client, String> {
+    let mut b = reqwest::Client::builder()
+        .no_proxy()
+        .user_agent(concat!("Minos/", env!("CARGO_PKG_VERSION")));
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| format!("job {}: {}: {e}", c.job_name, p.display()))
+    };
+    if let Some(ca) = &c.tls.ca_file {
+        let pem = read(ca)?;
+        let cert = reqwest::Certificate::from_pem(&pem)
+            .map_err(|e| format!("job {}: {}: {e}", c.job_name, ca.display()))?;
+        b = b.tls_built_in_root_certs(false).add_root_certificate(cert);
+    }
+    if let (Some(cert), Some(key)) = (&c.tls.cert_file, &c.tls.key_file) {
+        let mut pem = read(cert)?;
+        pem.push(b'\n');
+        pem.extend(read(key)?);
+        let id = reqwest::Identity::from_pem(&pem)
+            .map_err(|e| format!("job {}: client certificate: {e}", c.job_name))?;
+        b = b.identity(id);
+    }
+    if c.tls_insecure_skip_verify {
+        b = b.danger_accept_invalid_certs(true);
+    }
+    b.build()
+        .map_err(|e| format!("job {}: HTTP client: {e}", c.job_name))
 }
 
 impl Job {
-    pub fn from_config(c: &ScrapeConfig) -> Job {
-        Job {
+    /// The job's settings; fails when its TLS files cannot be used.
+    pub fn from_config(c: &ScrapeConfig) -> Result<Job, String> {
+        Ok(Job {
+            client: client_for(c)?,
             name: c.job_name.clone(),
             honor_labels: c.honor_labels,
             honor_timestamps: c.honor_timestamps,
@@ -72,7 +107,7 @@ impl Job {
             },
             auth: c.auth.clone(),
             metric_relabel: c.metric_relabel.clone(),
-        }
+        })
     }
 }
 
@@ -105,20 +140,13 @@ type Key = (String, String, Vec<(String, String)>);
 /// Runs the scrape loops.
 pub struct Manager {
     db: Arc<Db>,
-    http: reqwest::Client,
     running: Mutex<HashMap<Key, Running>>,
 }
 
 impl Manager {
     pub fn new(db: Arc<Db>) -> Result<Arc<Manager>, String> {
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .user_agent(concat!("Minos/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("scrape client: {e}"))?;
         Ok(Arc::new(Manager {
             db,
-            http,
             running: Mutex::new(HashMap::new()),
         }))
     }
@@ -253,7 +281,7 @@ async fn scrape_loop(
         };
         let t = tsdb::now_ms();
         let began = Instant::now();
-        let result = scrape_once(&m, &job, &target, t).await;
+        let result = scrape_once(&job, &target, t).await;
         let took = began.elapsed();
         let (rows, seen, scraped, kept, error) = match result {
             Ok(s) => (s.rows, s.seen, s.scraped, s.kept, None),
@@ -317,13 +345,9 @@ struct Scraped {
     kept: usize,
 }
 
-async fn fetch(
-    m: &Manager,
-    job: &Job,
-    target: &Target,
-) -> Result<(Vec<u8>, Option<Format>), String> {
-    let mut req = m
-        .http
+async fn fetch(job: &Job, target: &Target) -> Result<(Vec<u8>, Option<Format>), String> {
+    let mut req = job
+        .client
         .get(&target.url)
         .timeout(target.timeout)
         .header(
@@ -391,13 +415,8 @@ fn describe(e: &reqwest::Error, target: &Target) -> String {
     s
 }
 
-async fn scrape_once(
-    m: &Manager,
-    job: &Arc<Job>,
-    target: &Target,
-    t: i64,
-) -> Result<Scraped, String> {
-    let (body, format) = fetch(m, job, target).await?;
+async fn scrape_once(job: &Arc<Job>, target: &Target, t: i64) -> Result<Scraped, String> {
+    let (body, format) = fetch(job, target).await?;
     let (job, target) = (job.clone(), target.clone());
     tokio::task::spawn_blocking(move || process(&job, &target, &body, format, t))
         .await
