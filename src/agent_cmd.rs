@@ -31,6 +31,9 @@ pub struct AgentArgs {
     /// go first past it.
     #[arg(long, default_value_t = 256 << 20)]
     spool_max_bytes: u64,
+    /// Users tasks may run as (repeat, or comma-separated); none given: any user.
+    #[arg(long = "allow-user", value_delimiter = ',')]
+    allow_user: Vec<String>,
     /// The proc file system to read.
     #[arg(long, default_value = "/proc", hide = true)]
     proc_root: PathBuf,
@@ -67,6 +70,7 @@ pub fn run(a: AgentArgs) -> Result<()> {
             proc_root: a.proc_root,
             ..Default::default()
         },
+        allowed_users: a.allow_user,
     };
     tracing::info!(
         "agent for {}: server {}, heartbeat {}, metrics every {}",

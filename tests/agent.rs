@@ -697,3 +697,139 @@ fn agent_endpoints_refuse_bad_input_and_change_nothing() {
     let (code, _) = call(&s, "/api/ops/v1/agents/nowhere/messages", Some(&admin));
     assert_eq!(code, 404);
 }
+
+/// The messages `host`'s agent sent of `kind`, bodies only.
+fn received(s: &Server, admin: &str, host: &str, kind: &str) -> Vec<serde_json::Value> {
+    messages(s, admin, host)["received"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| m["kind"] == kind)
+        .map(|m| m["body"].clone())
+        .collect()
+}
+
+fn send_kind(s: &Server, admin: &str, host: &str, kind: &str, body: serde_json::Value) {
+    let (code, v) = send(
+        s,
+        reqwest::Method::POST,
+        &format!("/api/ops/v1/agents/{host}/messages"),
+        admin,
+        serde_json::json!({"kind": kind, "body": body}),
+    );
+    assert_eq!(code, 202, "{v}");
+}
+
+/// The `run.finished` of `task`, once it arrived.
+fn finished(s: &Server, admin: &str, host: &str, task: u64) -> serde_json::Value {
+    eventually(&format!("task {task} finished"), || {
+        received(s, admin, host, "run.finished")
+            .into_iter()
+            .find(|b| b["task"] == task)
+            .ok_or_else(|| messages(s, admin, host).to_string())
+    })
+}
+
+#[test]
+fn agents_run_scripts_stream_output_and_report_each_result_once() {
+    use base64::Engine as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (s, admin, enroll) = started(dir.path(), &[]);
+    let url = s.url("");
+    let a = agent(dir.path(), &url, "runner", Some(&enroll));
+    wait_status(&s, &admin, "runner", "online");
+    let run = |task: u64, script: &str, extra: serde_json::Value| {
+        let mut body = serde_json::json!({"task": task, "attempt": 1, "interpreter": "bash",
+            "script": script, "timeout_ms": 20_000});
+        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            b.extend(e.clone());
+        }
+        send_kind(&s, &admin, "runner", "run", body);
+    };
+    run(
+        1,
+        "echo out; echo err >&2; for i in 1 2 3; do echo line $i; sleep 0.3; done; exit 3",
+        serde_json::json!({}),
+    );
+    // Output arrives while the script runs, before its result.
+    let first_output = eventually("streamed output", || {
+        let outs = received(&s, &admin, "runner", "run.output");
+        let done = received(&s, &admin, "runner", "run.finished");
+        if !outs.is_empty() {
+            Ok(done.is_empty())
+        } else {
+            Err("no output yet".into())
+        }
+    });
+    assert!(first_output, "output was seen only after the result");
+    let f = finished(&s, &admin, "runner", 1);
+    assert_eq!(f["outcome"], "failed", "{f}");
+    assert_eq!(f["exit_code"], 3, "{f}");
+    let mut stdout = Vec::new();
+    for o in received(&s, &admin, "runner", "run.output") {
+        if o["stream"] == "stdout" {
+            let data = base64::engine::general_purpose::STANDARD
+                .decode(o["data"].as_str().unwrap_or(""))
+                .expect("base64");
+            stdout.extend(data);
+        }
+    }
+    assert_eq!(
+        String::from_utf8_lossy(&stdout),
+        "out\nline 1\nline 2\nline 3\n"
+    );
+    // A user that does not exist: refused, nothing run.
+    run(
+        2,
+        "touch /tmp/should-not-exist",
+        serde_json::json!({"user": "no-such-user-here"}),
+    );
+    let f = finished(&s, &admin, "runner", 2);
+    assert_eq!(f["outcome"], "rejected", "{f}");
+    assert!(
+        f["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no-such-user-here"),
+        "{f}"
+    );
+    // Kill: the script and its children.
+    run(3, "sleep 600 & sleep 600", serde_json::json!({}));
+    eventually("task 3 started", || {
+        received(&s, &admin, "runner", "run.started")
+            .into_iter()
+            .find(|b| b["task"] == 3)
+            .ok_or_else(|| "not yet".to_string())
+    });
+    send_kind(
+        &s,
+        &admin,
+        "runner",
+        "kill",
+        serde_json::json!({"task": 3, "attempt": 1}),
+    );
+    let f = finished(&s, &admin, "runner", 3);
+    assert_eq!(f["outcome"], "killed", "{f}");
+    // Timeouts.
+    run(4, "sleep 600", serde_json::json!({"timeout_ms": 300}));
+    assert_eq!(finished(&s, &admin, "runner", 4)["outcome"], "timed_out");
+    // An agent killed mid-script reports the script interrupted when it is back.
+    run(5, "sleep 600", serde_json::json!({}));
+    eventually("task 5 started", || {
+        received(&s, &admin, "runner", "run.started")
+            .into_iter()
+            .find(|b| b["task"] == 5)
+            .ok_or_else(|| "not yet".to_string())
+    });
+    drop(a);
+    let _a = agent(dir.path(), &url, "runner", None);
+    let f = finished(&s, &admin, "runner", 5);
+    assert_eq!(f["outcome"], "interrupted", "{f}");
+    // Each result arrived once.
+    std::thread::sleep(Duration::from_millis(500));
+    let tasks: Vec<u64> = received(&s, &admin, "runner", "run.finished")
+        .iter()
+        .filter_map(|b| b["task"].as_u64())
+        .collect();
+    assert_eq!(tasks, vec![1, 2, 3, 4, 5]);
+}

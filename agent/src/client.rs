@@ -32,9 +32,31 @@ use futures_util::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio_tungstenite::tungstenite::{self, Message, client::IntoClientRequest};
 
+use std::collections::{HashMap, HashSet};
+
+use crate::exec::{Outcome, Policy, RunEvent, RunHandle, RunRequest, Stream};
 use crate::facts::{self, Facts};
+use crate::outbox::Outbox;
 use crate::proto::{self, AgentFrame, Cursor, EnrollRequest, EnrollResponse, MsgId, ServerFrame};
 use crate::spool::Spool;
+
+/// The body of a `run` message.
+#[derive(Debug, Deserialize)]
+struct RunBody {
+    interpreter: String,
+    script: String,
+    #[serde(default)]
+    user: Option<String>,
+    timeout_ms: u64,
+    #[serde(default)]
+    env: Vec<(String, String)>,
+    #[serde(default = "default_max_output")]
+    max_output: usize,
+}
+
+fn default_max_output() -> usize {
+    1 << 20
+}
 
 /// What `minos agent` was told.
 #[derive(Debug, Clone)]
@@ -50,6 +72,8 @@ pub struct Config {
     pub interval: Duration,
     pub spool_max_bytes: u64,
     pub roots: facts::Roots,
+    /// The users tasks may run as (empty: any).
+    pub allowed_users: Vec<String>,
 }
 
 /// The agent's credential, as stored in `identity.json`.
@@ -86,7 +110,7 @@ impl<T: Clone> Shared<T> {
 }
 
 /// Writes `bytes` to `path` whole: a temporary file, synced, renamed, directory synced.
-fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
@@ -177,10 +201,13 @@ struct Agent {
     cfg: Config,
     http: reqwest::Client,
     identity: Shared<Option<Identity>>,
-    incarnation: u64,
     /// Messages to the server not yet acknowledged, in order.
-    outbox: Shared<Vec<(MsgId, String, serde_json::Value)>>,
-    next_up: std::sync::atomic::AtomicU64,
+    outbox: Arc<Outbox>,
+    /// Scripts running, by task and attempt.
+    runs: Arc<std::sync::Mutex<HashMap<(u64, u32), RunHandle>>>,
+    /// The same, on disk (`running.json`), so a restart reports them interrupted.
+    running: Arc<Shared<Vec<(u64, u32)>>>,
+    policy: Policy,
 }
 
 /// Runs the agent until the process is stopped.
@@ -216,12 +243,39 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         .timeout(Duration::from_secs(10))
         .build()
         .map_err(|e| format!("HTTP client: {e}"))?;
+    let incarnation = now_ms();
+    let outbox = Arc::new(Outbox::open(&cfg.state_dir, incarnation)?);
+    // Scripts that were running when the agent stopped: their results are lost, say so.
+    let running_path = cfg.state_dir.join("running.json");
+    let was_running: Vec<(u64, u32)> = read_json(&running_path)
+        .unwrap_or_else(|e| {
+            tracing::error!("{e}");
+            None
+        })
+        .unwrap_or_default();
+    for (task, attempt) in &was_running {
+        tracing::warn!("task {task} attempt {attempt} was running when the agent stopped");
+        outbox.push(
+            "run.finished",
+            serde_json::json!({"task": task, "attempt": attempt, "outcome": "interrupted",
+                "error": "the agent restarted while the script ran"}),
+            true,
+        );
+    }
+    if let Err(e) = write_atomic(&running_path, b"[]", 0o600) {
+        tracing::error!("{}: {e}", running_path.display());
+    }
+    let policy = Policy {
+        allowed_users: cfg.allowed_users.clone(),
+        work_dir: cfg.state_dir.join("run"),
+    };
     let agent = Arc::new(Agent {
         http,
         identity: Shared::new(identity),
-        incarnation: now_ms(),
-        outbox: Shared::new(Vec::new()),
-        next_up: std::sync::atomic::AtomicU64::new(1),
+        outbox,
+        runs: Arc::default(),
+        running: Arc::new(Shared::new(Vec::new())),
+        policy,
         cfg,
     });
     let metrics = tokio::spawn(agent.clone().metrics_loop(spool));
@@ -381,14 +435,9 @@ impl Agent {
             };
         }
         send!(hello);
-        // Whatever the server did not acknowledge before goes again, in order.
-        for (mid, kind, body) in self.outbox.get() {
-            send!(AgentFrame::Msg {
-                id: mid,
-                kind,
-                body
-            });
-        }
+        // Whatever the server did not acknowledge before goes again, in order; then what
+        // is queued while the connection lasts.
+        let mut sent: HashSet<MsgId> = HashSet::new();
         tracing::info!("channel open to {}", self.cfg.server);
         let mut tick = tokio::time::interval(self.cfg.heartbeat);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -396,7 +445,17 @@ impl Agent {
         let mut seq = 0u64;
         let mut last_ack = tokio::time::Instant::now();
         loop {
+            for (mid, kind, body) in self.outbox.pending() {
+                if sent.insert(mid) {
+                    send!(AgentFrame::Msg {
+                        id: mid,
+                        kind,
+                        body
+                    });
+                }
+            }
             tokio::select! {
+                _ = self.outbox.changed() => {}
                 _ = tick.tick() => {
                     if last_ack.elapsed() > self.cfg.heartbeat * 3 {
                         return Ended::Other("no heartbeat acknowledgement for three heartbeats".into());
@@ -429,11 +488,7 @@ impl Agent {
                     match frame {
                         ServerFrame::Welcome { .. } => last_ack = tokio::time::Instant::now(),
                         ServerFrame::HeartbeatAck { .. } => last_ack = tokio::time::Instant::now(),
-                        ServerFrame::Ack { id } => {
-                            let mut out = self.outbox.get();
-                            out.retain(|(m, _, _)| *m != id);
-                            self.outbox.set(out);
-                        }
+                        ServerFrame::Ack { id } => self.outbox.ack(id),
                         ServerFrame::Msg { id: mid, kind, body } => {
                             let mut next = *cursor;
                             if next.accept(mid) {
@@ -444,16 +499,9 @@ impl Agent {
                                     return Ended::Other(format!("recording a delivery: {e}"));
                                 }
                                 *cursor = next;
-                                let (rk, rb) = self.handle(mid, &kind, body);
-                                let up = MsgId(self.incarnation, self.next_up.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
-                                let mut out = self.outbox.get();
-                                out.push((up, rk.clone(), rb.clone()));
-                                self.outbox.set(out);
-                                send!(AgentFrame::Ack { id: mid });
-                                send!(AgentFrame::Msg { id: up, kind: rk, body: rb });
-                            } else {
-                                send!(AgentFrame::Ack { id: mid });
+                                self.handle(mid, &kind, body);
                             }
+                            send!(AgentFrame::Ack { id: mid });
                         }
                     }
                 }
@@ -461,21 +509,153 @@ impl Agent {
         }
     }
 
-    /// What a message from the server asks, answered as a message back.
-    fn handle(
-        &self,
-        id: MsgId,
-        kind: &str,
-        body: serde_json::Value,
-    ) -> (String, serde_json::Value) {
+    /// Acts on a message from the server; answers go to the outbox.
+    fn handle(&self, id: MsgId, kind: &str, body: serde_json::Value) {
         let re = serde_json::json!([id.0, id.1]);
         match kind {
-            "ping" => ("pong".into(), serde_json::json!({"re": re, "body": body})),
-            _ => (
-                "error".into(),
-                serde_json::json!({"re": re, "error": format!("unknown message kind {kind:?}")}),
-            ),
+            "ping" => {
+                self.outbox
+                    .push("pong", serde_json::json!({"re": re, "body": body}), false);
+            }
+            "run" => self.start_run(body),
+            "kill" => {
+                let key = (
+                    body["task"].as_u64().unwrap_or(0),
+                    u32::try_from(body["attempt"].as_u64().unwrap_or(0)).unwrap_or(0),
+                );
+                let handle = match self.runs.lock() {
+                    Ok(g) => g.get(&key).cloned(),
+                    Err(p) => p.into_inner().get(&key).cloned(),
+                };
+                if let Some(h) = handle {
+                    h.kill();
+                }
+            }
+            _ => {
+                self.outbox.push(
+                    "error",
+                    serde_json::json!({"re": re, "error": format!("unknown message kind {kind:?}")}),
+                    false,
+                );
+            }
         }
+    }
+
+    /// Starts a script (`run`): its events become `run.started`, `run.output` and
+    /// `run.finished` messages; a refusal is a `run.finished` with outcome `rejected`.
+    fn start_run(&self, body: serde_json::Value) {
+        let task = body["task"].as_u64().unwrap_or(0);
+        let attempt = u32::try_from(body["attempt"].as_u64().unwrap_or(0)).unwrap_or(0);
+        let refuse = |why: String| {
+            self.outbox.push(
+                "run.finished",
+                serde_json::json!({"task": task, "attempt": attempt, "outcome": "rejected", "error": why}),
+                true,
+            );
+        };
+        let req: RunBody = match serde_json::from_value(body.clone()) {
+            Ok(r) => r,
+            Err(e) => return refuse(format!("bad run request: {e}")),
+        };
+        let request = RunRequest {
+            task,
+            attempt,
+            interpreter: req.interpreter,
+            script: req.script,
+            user: req.user.filter(|u| !u.is_empty()),
+            timeout: Duration::from_millis(req.timeout_ms.max(1)),
+            env: req.env,
+            max_output: req.max_output,
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+        let handle = match crate::exec::start(request, &self.policy, tx) {
+            Ok(h) => h,
+            Err(e) => return refuse(e.to_string()),
+        };
+        match self.runs.lock() {
+            Ok(mut g) => g.insert((task, attempt), handle),
+            Err(p) => p.into_inner().insert((task, attempt), handle),
+        };
+        let mut running = self.running.get();
+        running.push((task, attempt));
+        self.running.set(running.clone());
+        let running_path = self.cfg.state_dir.join("running.json");
+        if let Err(e) = write_atomic(
+            &running_path,
+            &serde_json::to_vec(&running).unwrap_or_default(),
+            0o600,
+        ) {
+            tracing::error!("{}: {e}", running_path.display());
+        }
+        let (outbox, runs, running) =
+            (self.outbox.clone(), self.runs.clone(), self.running.clone());
+        tokio::spawn(async move {
+            use base64::Engine as _;
+            while let Some(ev) = rx.recv().await {
+                match ev {
+                    RunEvent::Started { pid, started_ms } => {
+                        outbox.push(
+                            "run.started",
+                            serde_json::json!({"task": task, "attempt": attempt, "pid": pid, "started_ms": started_ms}),
+                            true,
+                        );
+                    }
+                    RunEvent::Output {
+                        stream,
+                        offset,
+                        data,
+                    } => {
+                        let stream = match stream {
+                            Stream::Stdout => "stdout",
+                            Stream::Stderr => "stderr",
+                        };
+                        outbox.push(
+                            "run.output",
+                            serde_json::json!({"task": task, "attempt": attempt, "stream": stream,
+                                "offset": offset,
+                                "data": base64::engine::general_purpose::STANDARD.encode(&data)}),
+                            false,
+                        );
+                    }
+                    RunEvent::Finished {
+                        outcome,
+                        exit_code,
+                        signal,
+                        started_ms,
+                        duration_ms,
+                        truncated,
+                    } => {
+                        let outcome = match outcome {
+                            Outcome::Succeeded => "succeeded",
+                            Outcome::Failed => "failed",
+                            Outcome::TimedOut => "timed_out",
+                            Outcome::Killed => "killed",
+                        };
+                        outbox.push(
+                            "run.finished",
+                            serde_json::json!({"task": task, "attempt": attempt, "outcome": outcome,
+                                "exit_code": exit_code, "signal": signal, "started_ms": started_ms,
+                                "duration_ms": duration_ms, "truncated": truncated}),
+                            true,
+                        );
+                        match runs.lock() {
+                            Ok(mut g) => g.remove(&(task, attempt)),
+                            Err(p) => p.into_inner().remove(&(task, attempt)),
+                        };
+                        let mut r = running.get();
+                        r.retain(|k| *k != (task, attempt));
+                        running.set(r.clone());
+                        if let Err(e) = write_atomic(
+                            &running_path,
+                            &serde_json::to_vec(&r).unwrap_or_default(),
+                            0o600,
+                        ) {
+                            tracing::error!("{}: {e}", running_path.display());
+                        }
+                    }
+                }
+            }
+        });
     }
 
     /// Collects and pushes host metrics every interval, through the spool.
