@@ -821,10 +821,27 @@ fn agents_run_scripts_stream_output_and_report_each_result_once() {
             .find(|b| b["task"] == 5)
             .ok_or_else(|| "not yet".to_string())
     });
+    let pid: u32 = received(&s, &admin, "runner", "run.started")
+        .into_iter()
+        .find(|b| b["task"] == 5)
+        .and_then(|b| b["pid"].as_u64())
+        .and_then(|p| u32::try_from(p).ok())
+        .expect("pid");
     drop(a);
+    assert!(Path::new(&format!("/proc/{pid}")).exists(), "the script outlives its agent");
     let _a = agent(dir.path(), &url, "runner", None);
     let f = finished(&s, &admin, "runner", 5);
     assert_eq!(f["outcome"], "interrupted", "{f}");
+    // The restarted agent stopped what was left of it.
+    eventually("the orphan stopped", || {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // Gone, or a zombie waiting for its parent.
+        if stat.is_empty() || stat.contains(") Z") {
+            Ok(())
+        } else {
+            Err(stat)
+        }
+    });
     // Each result arrived once.
     std::thread::sleep(Duration::from_millis(500));
     let tasks: Vec<u64> = received(&s, &admin, "runner", "run.finished")

@@ -139,6 +139,17 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, Str
     }
 }
 
+/// A script running: task, attempt, process id, process start time.
+type RunningEntry = (u64, u32, u32, u64);
+
+/// A process's start time (clock ticks after boot, `/proc/<pid>/stat` field 22).
+fn process_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: fields follow the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
 /// A random number in `0..n` (0 when `n` is 0).
 fn random_below(n: u64) -> u64 {
     let mut b = [0u8; 8];
@@ -205,8 +216,9 @@ struct Agent {
     outbox: Arc<Outbox>,
     /// Scripts running, by task and attempt.
     runs: Arc<std::sync::Mutex<HashMap<(u64, u32), RunHandle>>>,
-    /// The same, on disk (`running.json`), so a restart reports them interrupted.
-    running: Arc<Shared<Vec<(u64, u32)>>>,
+    /// The same, on disk (`running.json`: task, attempt, pid, process start time), so a
+    /// restart reports them interrupted and stops what is left of them.
+    running: Arc<Shared<Vec<RunningEntry>>>,
     policy: Policy,
 }
 
@@ -247,14 +259,22 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     let outbox = Arc::new(Outbox::open(&cfg.state_dir, incarnation)?);
     // Scripts that were running when the agent stopped: their results are lost, say so.
     let running_path = cfg.state_dir.join("running.json");
-    let was_running: Vec<(u64, u32)> = read_json(&running_path)
+    let was_running: Vec<RunningEntry> = read_json(&running_path)
         .unwrap_or_else(|e| {
             tracing::error!("{e}");
             None
         })
         .unwrap_or_default();
-    for (task, attempt) in &was_running {
+    for (task, attempt, pid, started) in &was_running {
         tracing::warn!("task {task} attempt {attempt} was running when the agent stopped");
+        // Nobody supervises what is left of it: stop its process group, if that process
+        // is still the one we started (same start time).
+        if *pid > 1 && process_start(*pid) == Some(*started) {
+            // SAFETY: signalling a process group we created; checked against its start time.
+            unsafe {
+                libc::kill(-(*pid as libc::pid_t), libc::SIGKILL);
+            }
+        }
         outbox.push(
             "run.finished",
             serde_json::json!({"task": task, "attempt": attempt, "outcome": "interrupted",
@@ -572,12 +592,13 @@ impl Agent {
             Ok(h) => h,
             Err(e) => return refuse(e.to_string()),
         };
+        let pid = handle.pid();
         match self.runs.lock() {
             Ok(mut g) => g.insert((task, attempt), handle),
             Err(p) => p.into_inner().insert((task, attempt), handle),
         };
         let mut running = self.running.get();
-        running.push((task, attempt));
+        running.push((task, attempt, pid, process_start(pid).unwrap_or(0)));
         self.running.set(running.clone());
         let running_path = self.cfg.state_dir.join("running.json");
         if let Err(e) = write_atomic(
@@ -643,7 +664,7 @@ impl Agent {
                             Err(p) => p.into_inner().remove(&(task, attempt)),
                         };
                         let mut r = running.get();
-                        r.retain(|k| *k != (task, attempt));
+                        r.retain(|k| (k.0, k.1) != (task, attempt));
                         running.set(r.clone());
                         if let Err(e) = write_atomic(
                             &running_path,

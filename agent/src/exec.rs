@@ -16,7 +16,9 @@
 //!   `HOME`, `USER`, `LOGNAME` and `SHELL` from the user database, `PATH` =
 //!   [`DEFAULT_PATH`], then the request's variables (which may override them). The
 //!   interpreter is looked up on that `PATH`. stdin is `/dev/null`; the working directory
-//!   is the user's home if it exists and the user may enter it, else `/`.
+//!   is the user's home if it exists and the user may enter it, else `/`. The script
+//!   inherits no descriptor but stdio and its own, even ones the agent inherited without
+//!   close-on-exec.
 //! - **The script file.** Written to `<work_dir>/task-<task>-<attempt>.<sh|py>`
 //!   (`work_dir` is created 0700 if missing), mode 0700, owned by the run-as user. The
 //!   interpreter reads it through a descriptor inherited from the agent
@@ -40,6 +42,9 @@
 //!   bounded and waited on: a slow receiver slows the output (and, once the pipes are
 //!   full, the script), never the timeout or a kill. A dropped receiver does not stop the
 //!   run. Nothing here panics: failures become a [`RunError`] or a `Finished` outcome.
+//! - **Not tied to the agent's life.** A run is a task on the agent's runtime; if the
+//!   agent exits or dies mid-run the script goes on (unwatched, its output lost), so
+//!   whoever restarts the agent decides what to do about runs it had started.
 
 use std::ffi::{CStr, CString, OsStr};
 use std::io::{self, Write};
@@ -283,8 +288,13 @@ pub fn start(
         .is_ok_and(|m| m.is_dir())
         .then(|| CString::new(account.home.as_os_str().as_bytes()).ok())
         .flatten();
+    let script_fd = file.as_raw_fd();
     let setup = ChildSetup {
-        script_fd: file.as_raw_fd(),
+        script_fd,
+        others: open_descriptors()
+            .into_iter()
+            .filter(|&fd| fd > 2 && fd != script_fd)
+            .collect(),
         switch,
         home,
     };
@@ -307,6 +317,8 @@ pub fn start(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(false);
+    // Not CommandExt::uid/gid: std would drop the supplementary groups itself and call
+    // setuid before this closure runs, after which setgroups fails with EPERM.
     // SAFETY: the closure runs in the forked child before exec. It calls only
     // async-signal-safe functions (fcntl, setgroups, setgid, setuid, chdir) on data
     // prepared before the fork, allocates nothing and takes no lock.
@@ -533,6 +545,9 @@ struct Switch {
 struct ChildSetup {
     /// Close-on-exec in the agent; kept open across exec for the interpreter.
     script_fd: libc::c_int,
+    /// The agent's other descriptors (when it started the run): made close-on-exec, for
+    /// those it inherited without the flag.
+    others: Vec<libc::c_int>,
     switch: Option<Switch>,
     /// The home directory when it exists.
     home: Option<CString>,
@@ -541,6 +556,10 @@ struct ChildSetup {
 impl ChildSetup {
     /// Async-signal-safe: runs in the forked child of a multi-threaded process.
     fn apply(&self) -> io::Result<()> {
+        for &fd in &self.others {
+            // SAFETY: fcntl on a descriptor number; one closed since is EBADF, ignored.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        }
         // SAFETY: fcntl on a descriptor number; it fails cleanly if it is not open.
         if unsafe { libc::fcntl(self.script_fd, libc::F_SETFD, 0) } == -1 {
             return Err(io::Error::last_os_error());
@@ -573,6 +592,16 @@ impl ChildSetup {
         }
         Ok(())
     }
+}
+
+/// The agent's open descriptors (empty when /proc cannot say).
+fn open_descriptors() -> Vec<libc::c_int> {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect()
 }
 
 /// An executable regular file named `program` in an absolute directory of `path`.
@@ -1253,6 +1282,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_process_that_left_the_group_does_not_hold_the_run() {
+        let t = env();
+        let pidfile = t.dir.path().join("escaped.pid");
+        // setsid leaves the group but keeps the output pipes open.
+        let req = request(&format!(
+            "setsid sleep 30 &\necho $! > {}\necho bye\n",
+            pidfile.display()
+        ));
+        let began = std::time::Instant::now();
+        let events = run(req, &t.policy).await;
+        let took = began.elapsed();
+        let escaped = std::fs::read_to_string(&pidfile).expect("pid");
+        if let Ok(pid) = escaped.trim().parse::<libc::pid_t>() {
+            // SAFETY: kill takes plain numbers; the process is the test's own sleep.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        assert_eq!(ended(&events).outcome, Outcome::Succeeded);
+        assert_eq!(text(&events, Stream::Stdout), "bye\n");
+        assert!(took < Duration::from_secs(3), "{took:?}");
+    }
+
+    #[tokio::test]
     async fn output_streams_while_the_script_runs() {
         let t = env();
         let (tx, mut rx) = mpsc::channel(4);
@@ -1440,6 +1491,21 @@ mod tests {
         assert!(!marker.exists());
     }
 
+    #[tokio::test]
+    async fn an_agent_not_root_runs_scripts_only_as_itself() {
+        if is_root() {
+            eprintln!("root: the not-root refusal is tested by switching_rules only");
+            return;
+        }
+        let t = env();
+        let mut req = request("true");
+        req.user = Some("root".into());
+        let (tx, _rx) = mpsc::channel(4);
+        let err = start(req, &t.policy, tx).expect_err("refused");
+        assert!(matches!(err, RunError::CannotSwitchUser { .. }), "{err}");
+        assert!(!t.policy.work_dir.exists());
+    }
+
     #[test]
     fn switching_rules() {
         let none: &[String] = &[];
@@ -1569,10 +1635,12 @@ mod tests {
         }
         // A cwd of $HOME when it exists.
         let events = run(request("pwd"), &t.policy).await;
-        assert_eq!(
-            text(&events, Stream::Stdout).trim_end(),
+        let cwd = if me.home.is_dir() {
             me.home.display().to_string()
-        );
+        } else {
+            "/".to_string()
+        };
+        assert_eq!(text(&events, Stream::Stdout).trim_end(), cwd);
 
         let (tx, _rx) = mpsc::channel(4);
         for bad in ["", "A=B", "A\0"] {
@@ -1583,6 +1651,23 @@ mod tests {
                 RunError::InvalidEnv(bad.into())
             );
         }
+    }
+
+    #[tokio::test]
+    async fn the_script_inherits_no_other_descriptors() {
+        let t = env();
+        let events = run(request("echo \"$0\"; ls /proc/self/fd"), &t.policy).await;
+        let out = text(&events, Stream::Stdout);
+        let mut lines = out.lines();
+        let script_fd = lines
+            .next()
+            .and_then(|l| l.strip_prefix("/proc/self/fd/"))
+            .expect("the script's name");
+        // stdio, the script, and the directory ls reads.
+        let others: Vec<&str> = lines
+            .filter(|fd| !["0", "1", "2", script_fd].contains(fd))
+            .collect();
+        assert!(others.len() <= 1, "{out}");
     }
 
     #[test]
