@@ -41,13 +41,21 @@ pub type Row = (Vec<(String, String)>, i64, f64);
 
 /// Appends `rows` to `db`; the refusals the engine reported (samples outside the time
 /// window, invalid labels), if any. Blocks on the write-ahead log.
-pub fn append_rows(db: &tsdb::Db, rows: &[Row]) -> Result<Option<String>, String> {
+pub fn append_rows<L: std::borrow::Borrow<[(String, String)]>>(
+    db: &tsdb::Db,
+    rows: &[(L, i64, f64)],
+) -> Result<Option<String>, String> {
     if rows.is_empty() {
         return Ok(None);
     }
     let labels: Vec<Vec<(&str, &str)>> = rows
         .iter()
-        .map(|(l, _, _)| l.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect())
+        .map(|(l, _, _)| {
+            l.borrow()
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect()
+        })
         .collect();
     let samples: Vec<[tsdb::Sample; 1]> = rows
         .iter()

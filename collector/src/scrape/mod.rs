@@ -28,15 +28,13 @@
 
 pub mod config;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use tsdb::Db;
-
-use crate::Row;
 
 use crate::exposition::{Entry, Format, Parser};
 use crate::relabel::Relabeler;
@@ -266,7 +264,10 @@ async fn scrape_loop(
     let start = tokio::time::Instant::now() + offset(&target);
     let mut tick = tokio::time::interval_at(start, target.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut last: HashSet<Vec<(String, String)>> = HashSet::new();
+    // The series of the last successful scrape, by id, and the cache from a scraped
+    // series' text to its stored labels.
+    let mut last: SeriesMap = SeriesMap::default();
+    let mut cache = Cache::default();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -279,19 +280,29 @@ async fn scrape_loop(
                 .get(&(job.name.clone(), target.url.clone(), target.labels.clone()))
                 .map_or_else(|| job.clone(), |r| r.job.clone())
         };
+        if !Arc::ptr_eq(&job, &cache.job) {
+            // New relabeling or target settings: labels must be worked out again.
+            cache = Cache {
+                job: job.clone(),
+                ..Cache::default()
+            };
+        }
         let t = tsdb::now_ms();
         let began = Instant::now();
-        let result = scrape_once(&job, &target, t).await;
+        let (result, back) = scrape_once(&job, &target, t, cache).await;
+        cache = back;
         let took = began.elapsed();
         let (rows, seen, scraped, kept, error) = match result {
             Ok(s) => (s.rows, s.seen, s.scraped, s.kept, None),
-            Err(e) => (Vec::new(), HashSet::new(), 0, 0, Some(e)),
+            Err(e) => (Vec::new(), SeriesMap::default(), 0, 0, Some(e)),
         };
-        let added = seen.difference(&last).count();
+        let added = seen.keys().filter(|id| !last.contains_key(*id)).count();
         let mut out = rows;
         let stale = f64::from_bits(tsdb::STALE_NAN_BITS);
-        for gone in last.difference(&seen) {
-            out.push((gone.clone(), t, stale));
+        for (id, labels) in &last {
+            if !seen.contains_key(id) {
+                out.push((labels.clone(), t, stale));
+            }
         }
         let up = if error.is_none() { 1.0 } else { 0.0 };
         for (name, v) in [
@@ -316,7 +327,7 @@ async fn scrape_loop(
     // Stopped: everything this target exposed goes stale.
     let t = tsdb::now_ms();
     let stale = f64::from_bits(tsdb::STALE_NAN_BITS);
-    let mut out: Vec<Row> = last.into_iter().map(|l| (l, t, stale)).collect();
+    let mut out: Vec<SharedRow> = last.into_values().map(|l| (l, t, stale)).collect();
     for name in [
         "up",
         "scrape_duration_seconds",
@@ -331,16 +342,75 @@ async fn scrape_loop(
     }
 }
 
-fn report_labels(target: &Target, name: &str) -> Vec<(String, String)> {
+fn report_labels(target: &Target, name: &str) -> Labels {
     let mut l = target.labels.clone();
     l.push(("__name__".into(), name.into()));
     l.sort();
-    l
+    l.into()
+}
+
+/// A stored series' labels, shared between the cache, the rows and the stale set.
+type Labels = Arc<[(String, String)]>;
+/// A row to store with shared labels.
+type SharedRow = (Labels, i64, f64);
+/// Series by id (the xxh3 of their stored labels).
+type SeriesMap = HashMap<u64, Labels, foldhash::fast::RandomState>;
+
+/// What a scraped series text turned into: its stored labels and id, or dropped by
+/// relabeling.
+#[derive(Clone)]
+struct Cached {
+    stored: Option<(u64, Labels)>,
+    /// The scrape that last saw it.
+    seen: u64,
+}
+
+/// Per target: scraped series text (xxh3 of the name and labels as exposed) to stored
+/// labels, so a series seen before costs a hash and a lookup instead of building,
+/// sorting and relabeling its labels again. Entries not seen in a scrape are dropped.
+/// Keys are 64-bit hashes of at most a target's series (a collision among a few
+/// thousand series is about 1 in 10^12); the job's settings are part of the cache's
+/// identity.
+struct Cache {
+    job: Arc<Job>,
+    map: HashMap<u64, Cached, foldhash::fast::RandomState>,
+    scrape: u64,
+}
+
+impl Default for Cache {
+    fn default() -> Self {
+        Cache {
+            job: Arc::new(Job {
+                name: String::new(),
+                honor_labels: false,
+                honor_timestamps: false,
+                sample_limit: 0,
+                label_limit: 0,
+                body_size_limit: 0,
+                auth: None,
+                metric_relabel: Relabeler::default(),
+                client: reqwest::Client::new(),
+            }),
+            map: HashMap::default(),
+            scrape: 0,
+        }
+    }
+}
+
+fn series_id(labels: &[(String, String)]) -> u64 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    for (k, v) in labels {
+        h.update(k.as_bytes());
+        h.update(&[0xff]);
+        h.update(v.as_bytes());
+        h.update(&[0xfe]);
+    }
+    h.digest()
 }
 
 struct Scraped {
-    rows: Vec<Row>,
-    seen: HashSet<Vec<(String, String)>>,
+    rows: Vec<SharedRow>,
+    seen: SeriesMap,
     scraped: usize,
     kept: usize,
 }
@@ -415,12 +485,33 @@ fn describe(e: &reqwest::Error, target: &Target) -> String {
     s
 }
 
-async fn scrape_once(job: &Arc<Job>, target: &Target, t: i64) -> Result<Scraped, String> {
-    let (body, format) = fetch(job, target).await?;
+async fn scrape_once(
+    job: &Arc<Job>,
+    target: &Target,
+    t: i64,
+    mut cache: Cache,
+) -> (Result<Scraped, String>, Cache) {
+    let (body, format) = match fetch(job, target).await {
+        Ok(b) => b,
+        Err(e) => return (Err(e), cache),
+    };
     let (job, target) = (job.clone(), target.clone());
-    tokio::task::spawn_blocking(move || process(&job, &target, &body, format, t))
-        .await
-        .map_err(|e| e.to_string())?
+    let keep_job = job.clone();
+    match tokio::task::spawn_blocking(move || {
+        let r = process(&job, &target, &body, format, t, &mut cache);
+        (r, cache)
+    })
+    .await
+    {
+        Ok(pair) => pair,
+        Err(e) => (
+            Err(e.to_string()),
+            Cache {
+                job: keep_job,
+                ..Cache::default()
+            },
+        ),
+    }
 }
 
 /// Turns a scraped body into rows to store (see the module documentation).
@@ -430,13 +521,16 @@ fn process(
     body: &[u8],
     format: Option<Format>,
     t: i64,
+    cache: &mut Cache,
 ) -> Result<Scraped, String> {
     let mut parser = match format {
         Some(f) => Parser::with_format(body, f),
         None => Parser::new(body),
     };
+    cache.scrape += 1;
+    let scrape = cache.scrape;
     let mut rows = Vec::new();
-    let mut seen = HashSet::new();
+    let mut seen = SeriesMap::default();
     let mut scraped = 0usize;
     while let Some(entry) = parser.next_entry() {
         let s = match entry {
@@ -445,40 +539,34 @@ fn process(
             Ok(_) => continue,
         };
         scraped += 1;
-        let mut labels: Vec<(String, String)> =
-            Vec::with_capacity(s.labels.len() + target.labels.len() + 1);
-        labels.push(("__name__".into(), s.name.to_string()));
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        h.update(s.name.as_bytes());
         for (k, v) in s.labels.iter() {
-            if k == "__name__" {
-                return Err(format!(
-                    "line {}: a __name__ label next to the metric name",
-                    s.line
-                ));
+            h.update(&[0xff]);
+            h.update(k.as_bytes());
+            h.update(&[0xfe]);
+            h.update(v.as_bytes());
+        }
+        let key = h.digest();
+        let stored = match cache.map.get_mut(&key) {
+            Some(c) => {
+                c.seen = scrape;
+                c.stored.clone()
             }
-            labels.push((k.to_string(), v.to_string()));
-        }
-        for (k, v) in &target.labels {
-            match labels.iter().position(|(n, _)| n == k) {
-                Some(i) if job.honor_labels => {
-                    if labels[i].1.is_empty() {
-                        labels[i].1 = v.clone();
-                    }
-                }
-                Some(i) => {
-                    let scraped_value = std::mem::replace(&mut labels[i].1, v.clone());
-                    if !scraped_value.is_empty() {
-                        labels.push((format!("exported_{k}"), scraped_value));
-                    }
-                }
-                None => labels.push((k.clone(), v.clone())),
+            None => {
+                let stored = build_labels(job, target, &s.name, &s.labels, s.line)?
+                    .map(|l| (series_id(&l), Labels::from(l)));
+                cache.map.insert(
+                    key,
+                    Cached {
+                        stored: stored.clone(),
+                        seen: scrape,
+                    },
+                );
+                stored
             }
-        }
-        labels.sort();
-        labels.dedup_by(|a, b| a.0 == b.0);
-        labels.retain(|(_, v)| !v.is_empty());
-        if !job.metric_relabel.is_empty() && !job.metric_relabel.apply(&mut labels) {
-            continue;
-        }
+        };
+        let Some((id, labels)) = stored else { continue };
         if job.label_limit > 0 && labels.len() - 1 > job.label_limit {
             return Err(format!(
                 "label_limit exceeded: a series has {} labels, at most {}",
@@ -486,7 +574,8 @@ fn process(
                 job.label_limit
             ));
         }
-        if !seen.insert(labels.clone()) {
+        if seen.insert(id, labels.clone()).is_some() {
+            // The same series twice: the first sample stays.
             continue;
         }
         if job.sample_limit > 0 && seen.len() > job.sample_limit {
@@ -501,6 +590,7 @@ fn process(
         };
         rows.push((labels, ts, s.value));
     }
+    cache.map.retain(|_, c| c.seen == scrape);
     let kept = rows.len();
     Ok(Scraped {
         rows,
@@ -510,7 +600,53 @@ fn process(
     })
 }
 
-async fn append(db: &Arc<Db>, rows: Vec<Row>) -> Result<(), String> {
+/// A scraped series' stored labels: its own, the target's (see the module
+/// documentation for clashes), empty ones dropped, sorted, relabeled; `None` when
+/// `metric_relabel_configs` drop it.
+fn build_labels(
+    job: &Job,
+    target: &Target,
+    name: &str,
+    scraped: &[crate::exposition::Label<'_>],
+    line: usize,
+) -> Result<Option<Vec<(String, String)>>, String> {
+    let mut labels: Vec<(String, String)> =
+        Vec::with_capacity(scraped.len() + target.labels.len() + 1);
+    labels.push(("__name__".into(), name.to_string()));
+    for (k, v) in scraped {
+        if k == "__name__" {
+            return Err(format!(
+                "line {line}: a __name__ label next to the metric name"
+            ));
+        }
+        labels.push((k.to_string(), v.to_string()));
+    }
+    for (k, v) in &target.labels {
+        match labels.iter().position(|(n, _)| n == k) {
+            Some(i) if job.honor_labels => {
+                if labels[i].1.is_empty() {
+                    labels[i].1 = v.clone();
+                }
+            }
+            Some(i) => {
+                let scraped_value = std::mem::replace(&mut labels[i].1, v.clone());
+                if !scraped_value.is_empty() {
+                    labels.push((format!("exported_{k}"), scraped_value));
+                }
+            }
+            None => labels.push((k.clone(), v.clone())),
+        }
+    }
+    labels.sort();
+    labels.dedup_by(|a, b| a.0 == b.0);
+    labels.retain(|(_, v)| !v.is_empty());
+    if !job.metric_relabel.is_empty() && !job.metric_relabel.apply(&mut labels) {
+        return Ok(None);
+    }
+    Ok(Some(labels))
+}
+
+async fn append(db: &Arc<Db>, rows: Vec<SharedRow>) -> Result<(), String> {
     if rows.is_empty() {
         return Ok(());
     }
