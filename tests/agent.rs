@@ -828,7 +828,10 @@ fn agents_run_scripts_stream_output_and_report_each_result_once() {
         .and_then(|p| u32::try_from(p).ok())
         .expect("pid");
     drop(a);
-    assert!(Path::new(&format!("/proc/{pid}")).exists(), "the script outlives its agent");
+    assert!(
+        Path::new(&format!("/proc/{pid}")).exists(),
+        "the script outlives its agent"
+    );
     let _a = agent(dir.path(), &url, "runner", None);
     let f = finished(&s, &admin, "runner", 5);
     assert_eq!(f["outcome"], "interrupted", "{f}");
