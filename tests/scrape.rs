@@ -109,6 +109,28 @@ fn reload(s: &Server) -> (u16, String) {
 
 struct NodeExporter(Child);
 
+impl NodeExporter {
+    /// The Debian package's node_exporter on a free loopback port, with `extra` flags.
+    fn start(extra: &[String]) -> (NodeExporter, u16) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("port")
+            .port();
+        let bin = ["prometheus-node-exporter", "node_exporter"]
+            .into_iter()
+            .find(|b| Command::new(b).arg("--version").output().is_ok())
+            .expect("node_exporter (apt-get install prometheus-node-exporter)");
+        let child = Command::new(bin)
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("node_exporter");
+        (NodeExporter(child), port)
+    }
+}
+
 impl Drop for NodeExporter {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -118,22 +140,7 @@ impl Drop for NodeExporter {
 
 #[test]
 fn the_real_node_exporter_is_scraped_with_up_and_scrape_metrics() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
-    let bin = ["prometheus-node-exporter", "node_exporter"]
-        .into_iter()
-        .find(|b| Command::new(b).arg("--version").output().is_ok())
-        .expect("node_exporter (apt-get install prometheus-node-exporter)");
-    let _ne = NodeExporter(
-        Command::new(bin)
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("node_exporter"),
-    );
+    let (_ne, port) = NodeExporter::start(&[]);
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = dir.path().join("scrape.yml");
     write(
@@ -439,23 +446,7 @@ fn https_targets_are_scraped_with_the_jobs_tls_settings() {
             key.display()
         ),
     );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
-    let bin = ["prometheus-node-exporter", "node_exporter"]
-        .into_iter()
-        .find(|b| Command::new(b).arg("--version").output().is_ok())
-        .expect("node_exporter (apt-get install prometheus-node-exporter)");
-    let _ne = NodeExporter(
-        Command::new(bin)
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg(format!("--web.config.file={}", web.display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("node_exporter"),
-    );
+    let (_ne, port) = NodeExporter::start(&[format!("--web.config.file={}", web.display())]);
     let cfg = dir.path().join("scrape.yml");
     let job = |name: &str, tls: &str| {
         format!(
