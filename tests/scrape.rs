@@ -193,11 +193,12 @@ fn misbehaving_targets_fail_cleanly_and_their_series_go_stale() {
     write(
         &cfg,
         &format!(
-            "scrape_configs:\n  - job_name: t\n    scrape_interval: 500ms\n    scrape_timeout: 400ms\n    body_size_limit: 100KB\n    sample_limit: 100\n    metric_relabel_configs:\n      - source_labels: [x]\n        regex: '2'\n        action: drop\n    static_configs:\n      - targets: ['{}', '{}', '{}', '{}']\n",
+            "scrape_configs:\n  - job_name: t\n    scrape_interval: 500ms\n    scrape_timeout: 400ms\n    body_size_limit: 100KB\n    sample_limit: 100\n    metric_relabel_configs:\n      - source_labels: [x]\n        regex: '2'\n        action: drop\n    static_configs:\n      - targets: ['{}', '{}', '{}', '{}']\n  - job_name: honor\n    honor_labels: true\n    scrape_interval: 500ms\n    scrape_timeout: 400ms\n    static_configs:\n      - targets: ['{}']\n",
             good.addr(),
             slow.addr(),
             huge.addr(),
-            bad.addr()
+            bad.addr(),
+            good.addr()
         ),
     );
     let cfg_s = cfg.display().to_string();
@@ -218,10 +219,19 @@ fn misbehaving_targets_fail_cleanly_and_their_series_go_stale() {
     assert_eq!(query(&s, "ok").as_array().map(Vec::len), Some(0));
     assert_eq!(query(&s, "h").as_array().map(Vec::len), Some(0));
     // Relabeling dropped x="2"; the target's job wins, the scraped one is kept aside.
-    assert_eq!(query(&s, "a").as_array().map(Vec::len), Some(1));
-    let j = query(&s, "job_from_target");
+    assert_eq!(query(&s, r#"a{job="t"}"#).as_array().map(Vec::len), Some(1));
+    let j = query(&s, r#"job_from_target{exported_job="inner"}"#);
     assert_eq!(j[0]["metric"]["job"], "t", "{j}");
-    assert_eq!(j[0]["metric"]["exported_job"], "inner", "{j}");
+    // With honor_labels the scraped job stays, and nothing is renamed.
+    wait_until(&s, r#"up{job="honor"}"#, value_is("1"));
+    let h = query(&s, r#"job_from_target{job="inner"}"#);
+    assert_eq!(h.as_array().map(Vec::len), Some(1), "{h}");
+    assert!(h[0]["metric"].get("exported_job").is_none(), "{h}");
+    assert_eq!(
+        query(&s, r#"a{job="honor"}"#).as_array().map(Vec::len),
+        Some(2),
+        "no metric relabeling in that job"
+    );
     let (_, body) = s.get("/api/v1/targets");
     let targets = json(&body)["data"]["activeTargets"].clone();
     let err_of = |addr: &str| {
