@@ -161,6 +161,8 @@ struct Report {
     page_bytes: u64,
     window_secs: f64,
     all_up_after: Option<f64>,
+    /// The machine's load over the window (`harness::machine_line`).
+    machine: Option<String>,
 }
 
 async fn run(cli: Cli) -> Result<bool> {
@@ -447,10 +449,7 @@ async fn measure(cli: &Cli, system: System, config: &Path, stats: &Stats) -> Res
     }
     let server_cpu = cpu_pct(&s0, &s1);
     let sim_cpu = cpu_pct(&me0, &me1);
-    if let Some(line) = machine_line(m0, m1, server_cpu + sim_cpu) {
-        eprintln!("{}: machine {line}", system.name());
-        println!("machine ({})  {line}", system.name());
-    }
+    let machine = machine_line(m0, m1, server_cpu + sim_cpu);
     Ok(Report {
         system,
         server_cpu,
@@ -472,6 +471,7 @@ async fn measure(cli: &Cli, system: System, config: &Path, stats: &Stats) -> Res
         page_bytes: bytes1 - bytes0,
         window_secs,
         all_up_after,
+        machine,
     })
 }
 
@@ -537,6 +537,9 @@ fn print_report(cli: &Cli, r: &Report, page_bytes: usize) -> bool {
         r.pages as f64 / r.window_secs,
         r.page_bytes as f64 / r.window_secs / 1e6
     );
+    if let Some(m) = &r.machine {
+        println!("machine          {m}");
+    }
     let passed = r.down == 0.0
         && r.up == cli.targets as f64
         && r.failed_scrapes == 0
