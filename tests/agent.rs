@@ -681,6 +681,7 @@ fn agent_endpoints_refuse_bad_input_and_change_nothing() {
     assert_eq!(post("nowhere", ping, &admin).0, 404);
     assert_eq!(post("manual", ping, &admin).0, 404);
     assert_eq!(post("h1", ping, "wrong").0, 401);
+    assert_eq!(post("h1", ping, &api).0, 403, "admin tokens only");
     assert_eq!(post("h1", "{", &admin).0, 400);
     assert_eq!(post("h1", r#"{"kind":""}"#, &admin).0, 400);
     assert_eq!(post("h1", ping, &admin).0, 202);

@@ -443,12 +443,18 @@ pub struct PushBody {
 }
 
 /// `POST /api/ops/v1/agents/{host}/messages` `{"kind":..., "body":...}`: queues a
-/// message for the agent; 202 with its id.
+/// message for the agent; 202 with its id. Admin tokens only (403 otherwise): a `run`
+/// message runs a script on the host.
 pub async fn push(
     State(st): State<Arc<AppState>>,
+    axum::Extension(caller): axum::Extension<inventory::TokenInfo>,
     Path(name): Path<String>,
     body: Bytes,
 ) -> Response {
+    // A message can make an agent run a script: admin tokens only.
+    if let Err(e) = crate::opsapi::require_admin(&caller, "sending messages to agents") {
+        return e.into_response();
+    }
     let host = match host_of(&st, &name) {
         Ok(h) => h,
         Err(r) => return r.into_response(),

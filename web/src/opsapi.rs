@@ -374,14 +374,15 @@ async fn attachment(st: Arc<AppState>, body: axum::body::Bytes, on: bool) -> Res
     run.await.unwrap_or_else(|e| e.into_response())
 }
 
-fn require_admin(caller: &inventory::TokenInfo) -> Result<(), ApiError> {
+/// 403 unless the caller holds an admin token; `what` names the action refused.
+pub(crate) fn require_admin(caller: &inventory::TokenInfo, what: &str) -> Result<(), ApiError> {
     if caller.kind == TokenKind::Admin {
         Ok(())
     } else {
         Err(ApiError::with_status(
             StatusCode::FORBIDDEN,
             "forbidden",
-            "managing tokens needs an admin token",
+            format!("{what} needs an admin token"),
         ))
     }
 }
@@ -402,7 +403,7 @@ pub async fn list_tokens(
     axum::Extension(caller): axum::Extension<inventory::TokenInfo>,
 ) -> Response {
     let run = async {
-        require_admin(&caller)?;
+        require_admin(&caller, "managing tokens")?;
         let store = store_of(&st)?;
         let list = store.list_tokens().await.map_err(store_error)?;
         Ok::<_, ApiError>(success(
@@ -427,7 +428,7 @@ pub async fn create_token(
     body: axum::body::Bytes,
 ) -> Response {
     let run = async {
-        require_admin(&caller)?;
+        require_admin(&caller, "managing tokens")?;
         let store = store_of(&st)?;
         let req: NewToken = body_json(&body)?;
         let kind = TokenKind::parse(&req.kind).ok_or_else(|| {
@@ -456,7 +457,7 @@ pub async fn revoke_token(
     axum::extract::Path(id): axum::extract::Path<i64>,
 ) -> Response {
     let run = async {
-        require_admin(&caller)?;
+        require_admin(&caller, "managing tokens")?;
         let store = store_of(&st)?;
         if !store.revoke_token(id).await.map_err(store_error)? {
             return Err(ApiError::with_status(
