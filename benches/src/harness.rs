@@ -263,15 +263,17 @@ impl Server {
         false
     }
 
-    /// The log's WARN and ERROR lines: (warn count, error count, the first `n` of them).
+    /// The log's warning and error lines (Minos' ` WARN `/` ERROR `, Prometheus'
+    /// `level=warn`/`level=error`): (warn count, error count, the first `n` of them).
     pub fn log_problems(&self, n: usize) -> (usize, usize, Vec<String>) {
         let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let is = |l: &str, what: &str| l.contains(what);
-        let warn = log.lines().filter(|l| is(l, " WARN ")).count();
-        let error = log.lines().filter(|l| is(l, " ERROR ")).count();
+        let warn_line = |l: &&str| l.contains(" WARN ") || l.contains("level=warn");
+        let error_line = |l: &&str| l.contains(" ERROR ") || l.contains("level=error");
+        let warn = log.lines().filter(warn_line).count();
+        let error = log.lines().filter(error_line).count();
         let first = log
             .lines()
-            .filter(|l| is(l, " WARN ") || is(l, " ERROR "))
+            .filter(|l| warn_line(l) || error_line(l))
             .take(n)
             .map(str::to_string)
             .collect();
