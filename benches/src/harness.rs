@@ -314,6 +314,20 @@ pub fn default_minos() -> Result<PathBuf> {
 }
 
 /// A loopback port nothing listens on right now.
+/// Runs a bench's `run` on a multi-threaded runtime; a run that did not pass exits 1.
+pub fn exit_with(run: impl std::future::Future<Output = Result<bool>>) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let passed = rt.block_on(run)?;
+    drop(rt);
+    if !passed {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
 pub fn free_port() -> Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").context("binding a free port")?;
     Ok(l.local_addr()?.port())

@@ -31,8 +31,8 @@ use anyhow::{Context as _, Result, bail};
 use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
 use minos_benches::harness::{
-    ProcSample, Server, cpu_pct, default_minos, free_port, machine_line, machine_ticks, metric,
-    parse_duration, proc_sample, raise_fd_limit,
+    ProcSample, Server, cpu_pct, default_minos, exit_with, free_port, machine_line, machine_ticks,
+    metric, parse_duration, proc_sample, raise_fd_limit,
 };
 use minos_benches::splitmix64;
 use serde_json::{Value, json};
@@ -377,16 +377,7 @@ fn main() -> Result<()> {
             cli.agents
         );
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    let passed = rt.block_on(run(cli))?;
-    drop(rt);
-    if !passed {
-        std::process::exit(1);
-    }
-    Ok(())
+    exit_with(run(cli))
 }
 
 async fn run(cli: Cli) -> Result<bool> {

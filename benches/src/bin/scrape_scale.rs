@@ -34,8 +34,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, ValueEnum};
 use minos_benches::harness::{
-    Server, cpu_pct, default_minos, free_port, machine_line, machine_ticks, metric, parse_duration,
-    proc_sample, raise_fd_limit,
+    Server, cpu_pct, default_minos, exit_with, free_port, machine_line, machine_ticks, metric,
+    parse_duration, proc_sample, raise_fd_limit,
 };
 use minos_benches::scrape_sim::{self, Catalog, RELABEL_CONFIGS, Stats};
 use serde_json::Value;
@@ -128,16 +128,7 @@ fn main() -> Result<()> {
             cli.targets
         );
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    let passed = rt.block_on(run(cli))?;
-    drop(rt);
-    if !passed {
-        std::process::exit(1);
-    }
-    Ok(())
+    exit_with(run(cli))
 }
 
 /// What one system's window showed.
