@@ -403,6 +403,32 @@ fn server(args: ServerArgs) -> Result<()> {
         state.set_inventory(store.clone());
         let hub = Arc::new(web::channel::Hub::new(channel));
         hub.load(&store);
+        // The task engine comes before the channel: an agent's replayed report must
+        // find it.
+        let exec_db = data.join("exec.db");
+        let pool = exec::taskdb::open(&exec_db)
+            .await
+            .with_context(|| format!("{}: cannot open the task database", exec_db.display()))?;
+        let engine = exec::engine::Engine::open(
+            pool,
+            Arc::new(web::tasks::HubChannel {
+                hub: hub.clone(),
+                store: store.clone(),
+            }),
+            Arc::new(web::tasks::QueryGate(state.clone())),
+        )
+        .await
+        .with_context(|| format!("{}: cannot read the tasks", exec_db.display()))?;
+        {
+            let engine = engine.clone();
+            hub.on_lost(Box::new(move |h| engine.host_lost(h.0)));
+        }
+        let tasks = web::tasks::Exec::open(engine.clone())
+            .await
+            .map_err(anyhow::Error::msg)
+            .context("cannot load the recipe library")?;
+        state.set_exec(Arc::new(tasks));
+        let exec_run = tokio::spawn(engine.run());
         state.set_hub(hub.clone());
         let lost_watch = tokio::spawn(hub.watch_lost(store.clone()));
         let push_db = data.join("push.db");
@@ -454,6 +480,8 @@ fn server(args: ServerArgs) -> Result<()> {
         let _ = host_info.await;
         lost_watch.abort();
         let _ = lost_watch.await;
+        exec_run.abort();
+        let _ = exec_run.await;
         push_refresh.abort();
         let _ = push_refresh.await;
         scraper.abort();

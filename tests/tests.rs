@@ -33,3 +33,6 @@ mod push;
 
 // Scraping Prometheus endpoints: real and misbehaving targets, discovery, reloads.
 mod scrape;
+
+// Batch execution: tasks on real agents, recipes, the audit trail.
+mod tasks;

@@ -219,8 +219,15 @@ struct Agent {
     /// The same, on disk (`running.json`: task, attempt, pid, process start time), so a
     /// restart reports them interrupted and stops what is left of them.
     running: Arc<Shared<Vec<RunningEntry>>>,
+    /// The last [`SEEN_RUNS`] runs started (task, attempt), also on disk
+    /// (`runs_seen.json`): a `run` sent again (by a server that restarted before it
+    /// knew we had it) is not run twice.
+    seen: Shared<std::collections::VecDeque<(u64, u32)>>,
     policy: Policy,
 }
+
+/// How many started runs the agent remembers, to run each (task, attempt) once.
+const SEEN_RUNS: usize = 4096;
 
 /// Runs the agent until the process is stopped.
 pub async fn run(cfg: Config) -> Result<(), String> {
@@ -285,6 +292,13 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     if let Err(e) = write_atomic(&running_path, b"[]", 0o600) {
         tracing::error!("{}: {e}", running_path.display());
     }
+    let seen: std::collections::VecDeque<(u64, u32)> =
+        read_json(&cfg.state_dir.join("runs_seen.json"))
+            .unwrap_or_else(|e| {
+                tracing::error!("{e}");
+                None
+            })
+            .unwrap_or_default();
     let policy = Policy {
         allowed_users: cfg.allowed_users.clone(),
         work_dir: cfg.state_dir.join("run"),
@@ -295,6 +309,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         outbox,
         runs: Arc::default(),
         running: Arc::new(Shared::new(Vec::new())),
+        seen: Shared::new(seen),
         policy,
         cfg,
     });
@@ -566,6 +581,26 @@ impl Agent {
     fn start_run(&self, body: serde_json::Value) {
         let task = body["task"].as_u64().unwrap_or(0);
         let attempt = u32::try_from(body["attempt"].as_u64().unwrap_or(0)).unwrap_or(0);
+        // Each (task, attempt) runs once: its report is already on its way (the outbox
+        // replays it until the server acknowledges it).
+        let mut seen = self.seen.get();
+        if seen.contains(&(task, attempt)) {
+            tracing::info!("task {task} attempt {attempt} was already started: not again");
+            return;
+        }
+        seen.push_back((task, attempt));
+        while seen.len() > SEEN_RUNS {
+            seen.pop_front();
+        }
+        self.seen.set(seen.clone());
+        let seen_path = self.cfg.state_dir.join("runs_seen.json");
+        if let Err(e) = write_atomic(
+            &seen_path,
+            &serde_json::to_vec(&seen).unwrap_or_default(),
+            0o600,
+        ) {
+            tracing::error!("{}: {e}", seen_path.display());
+        }
         let refuse = |why: String| {
             self.outbox.push(
                 "run.finished",
@@ -584,7 +619,14 @@ impl Agent {
             script: req.script,
             user: req.user.filter(|u| !u.is_empty()),
             timeout: Duration::from_millis(req.timeout_ms.max(1)),
-            env: req.env,
+            env: {
+                // The script knows which task and host it runs for.
+                let mut env = req.env;
+                env.push(("MINOS_TASK_ID".into(), task.to_string()));
+                env.push(("MINOS_ATTEMPT".into(), attempt.to_string()));
+                env.push(("MINOS_HOSTNAME".into(), self.cfg.hostname.clone()));
+                env
+            },
             max_output: req.max_output,
         };
         let (tx, mut rx) = tokio::sync::mpsc::channel(64);

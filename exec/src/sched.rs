@@ -329,9 +329,12 @@ impl Sched {
             return;
         }
         *h = state;
+        // Pausing protects the hosts not started yet: with none left, the task just
+        // ends once the running ones report.
         if state.is_failure()
             && self.failures() > self.max_fail()
             && matches!(self.state, TaskState::Running)
+            && self.hosts.contains(&HostState::Queued)
         {
             self.state = TaskState::Paused(format!(
                 "failure tolerance reached: {} hosts failed, at most {} allowed",

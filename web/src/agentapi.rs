@@ -280,7 +280,7 @@ async fn serve(st: Arc<AppState>, host: HostId, mut socket: WebSocket) -> Result
 
 #[allow(clippy::too_many_arguments)]
 async fn converse(
-    _st: &AppState,
+    st: &AppState,
     store: &Arc<Store>,
     hub: &Hub,
     host: HostId,
@@ -336,8 +336,27 @@ async fn converse(
                         hub.heartbeat(host);
                         send(socket, &ServerFrame::HeartbeatAck { seq }).await?;
                     }
-                    AgentFrame::Ack { id } => hub.acked(host, id),
+                    AgentFrame::Ack { id } => {
+                        if let Some(q) = hub.acked(host, id)
+                            && q.kind == "run"
+                            && let Some(exec) = st.exec()
+                        {
+                            exec.acknowledged(host.0, &q.body);
+                        }
+                    }
                     AgentFrame::Msg { id, kind, body } => {
+                        if kind.starts_with("run.") {
+                            // A task's report is acknowledged only once written: the
+                            // agent replays what is not acknowledged.
+                            let Some(exec) = st.exec() else {
+                                continue;
+                            };
+                            if let Some(batch) = exec.agent_message(host.0, &kind, &body)
+                                && kind != "run.output"
+                            {
+                                exec.flushed(batch).await;
+                            }
+                        }
                         hub.received(host, id, kind, body);
                         send(socket, &ServerFrame::Ack { id }).await?;
                     }

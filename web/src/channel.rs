@@ -132,6 +132,8 @@ pub struct Hub {
     pub counters: ChannelCounters,
     /// Messages from agents, for whoever consumes them.
     upward: tokio::sync::broadcast::Sender<(HostId, Record)>,
+    /// Called for each agent found lost (the task engine ends its work there).
+    on_lost: std::sync::OnceLock<Box<dyn Fn(HostId) + Send + Sync>>,
     /// Agents that came online since the last write of statuses, with the Unix ms.
     came_online: Mutex<Vec<(HostId, i64)>>,
 }
@@ -159,6 +161,7 @@ impl Hub {
             next_conn: AtomicU64::new(1),
             counters: ChannelCounters::default(),
             upward: tokio::sync::broadcast::channel(1024).0,
+            on_lost: std::sync::OnceLock::new(),
             came_online: Mutex::new(Vec::new()),
         }
     }
@@ -295,12 +298,11 @@ impl Hub {
         out
     }
 
-    /// The agent acknowledged `id`: it leaves the queue.
-    pub fn acked(&self, host: HostId, id: MsgId) {
+    /// The agent acknowledged `id`: it leaves the queue. Returns the message, the
+    /// first time.
+    pub fn acked(&self, host: HostId, id: MsgId) -> Option<Queued> {
         let mut slots = self.slots.lock();
-        let Some(s) = slots.get_mut(&host) else {
-            return;
-        };
+        let s = slots.get_mut(&host)?;
         if let Some(i) = s.queue.iter().position(|q| q.id == id)
             && let Some(q) = s.queue.remove(i)
         {
@@ -310,12 +312,14 @@ impl Hub {
                 &mut s.delivered,
                 Record {
                     id: q.id,
-                    kind: q.kind,
-                    body: q.body,
+                    kind: q.kind.clone(),
+                    body: q.body.clone(),
                     at: now_ms(),
                 },
             );
+            return Some(q);
         }
+        None
     }
 
     /// A message from the agent: kept (once) and published unless seen before. Either
@@ -340,6 +344,14 @@ impl Hub {
         self.counters.received.fetch_add(1, Ordering::Relaxed);
         // Nobody listening is fine: the record is kept for the API.
         let _ = self.upward.send((host, rec));
+    }
+
+    /// Whether `host`'s agent is connected now.
+    pub fn is_connected(&self, host: HostId) -> bool {
+        self.slots
+            .lock()
+            .get(&host)
+            .is_some_and(|s| s.conn.is_some())
     }
 
     /// What the hub holds for `host`.
@@ -408,6 +420,11 @@ impl Hub {
         }
     }
 
+    /// Sets what to call for each agent found lost (once; later calls are ignored).
+    pub fn on_lost(&self, f: Box<dyn Fn(HostId) + Send + Sync>) {
+        let _ = self.on_lost.set(f);
+    }
+
     /// Marks silent agents `lost` every `tick`, writing each change to the store; runs
     /// until the task is dropped.
     pub async fn watch_lost(self: Arc<Hub>, store: Arc<Store>) {
@@ -430,6 +447,9 @@ impl Hub {
                     tracing::warn!(
                         "agent of {name} is lost: no heartbeat since {last_seen} (Unix ms)"
                     );
+                    if let Some(f) = self.on_lost.get() {
+                        f(*host);
+                    }
                 }
             }
             // A host that came back and was lost again within one tick ends lost.

@@ -32,6 +32,7 @@ pub mod push;
 pub mod query;
 pub mod slots;
 pub mod status;
+pub mod tasks;
 pub mod write;
 
 use std::net::SocketAddr;
@@ -86,6 +87,8 @@ pub struct AppState {
     inventory: OnceLock<Arc<inventory::Store>>,
     /// Set with the inventory: the agent channel.
     hub: OnceLock<Arc<channel::Hub>>,
+    /// Set once the task engine has opened (before the agent channel).
+    exec: OnceLock<Arc<tasks::Exec>>,
     /// Set once the push store has opened.
     push: OnceLock<Arc<push::PushState>>,
     /// Set once the scrape manager runs: its targets feed `/api/v1/targets`.
@@ -117,6 +120,7 @@ impl AppState {
             db: OnceLock::new(),
             inventory: OnceLock::new(),
             hub: OnceLock::new(),
+            exec: OnceLock::new(),
             push: OnceLock::new(),
             scrape: OnceLock::new(),
             reload: OnceLock::new(),
@@ -173,6 +177,19 @@ impl AppState {
     /// The pushed state, once set.
     pub fn push_state(&self) -> Option<&Arc<push::PushState>> {
         self.push.get()
+    }
+
+    /// Makes the task engine and the recipe library available.
+    pub fn set_exec(&self, exec: Arc<tasks::Exec>) {
+        let _ = self.exec.set(exec);
+    }
+
+    pub(crate) fn exec(&self) -> Option<&Arc<exec::engine::Engine>> {
+        self.exec.get().map(|e| &e.engine)
+    }
+
+    pub(crate) fn tasks(&self) -> Option<&Arc<tasks::Exec>> {
+        self.exec.get()
     }
 
     pub(crate) fn hub(&self) -> Option<&Arc<channel::Hub>> {
@@ -289,6 +306,17 @@ fn ops_router(state: Arc<AppState>) -> Router<Arc<AppState>> {
             get(opsapi::list_tokens).post(opsapi::create_token),
         )
         .route("/tokens/{id}", axum::routing::delete(opsapi::revoke_token))
+        .route("/tasks", get(tasks::list).post(tasks::create))
+        .route("/tasks/{id}", get(tasks::show))
+        .route("/tasks/{id}/output", get(tasks::output))
+        .route("/tasks/{id}/pause", post(tasks::pause))
+        .route("/tasks/{id}/resume", post(tasks::resume))
+        .route("/tasks/{id}/cancel", post(tasks::cancel))
+        .route("/tasks/{id}/retry", post(tasks::retry))
+        .route("/recipes", get(tasks::recipes).post(tasks::add_recipe))
+        .route("/recipes/{name}", get(tasks::recipe))
+        .route("/audit", get(tasks::audit))
+        .route("/audit/verify", get(tasks::verify_audit))
         .route(
             "/agents/{host}/messages",
             get(agentapi::messages).post(agentapi::push),
