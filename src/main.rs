@@ -9,6 +9,7 @@ mod agent_cmd;
 mod host_info;
 mod ops_cli;
 mod scraping;
+mod tasks_cli;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -41,6 +42,13 @@ enum Command {
     Token(ops_cli::TokenArgs),
     /// Run the host agent: collect host metrics and push them to a server.
     Agent(agent_cmd::AgentArgs),
+    /// Run a script or a recipe on hosts through their agents, and follow it.
+    Run(tasks_cli::RunArgs),
+    /// List, show, pause, resume, cancel and retry tasks; read their output; the recipe
+    /// library.
+    Tasks(tasks_cli::TasksArgs),
+    /// List the audit trail of tasks and recipes, or verify its hash chain.
+    Audit(tasks_cli::AuditArgs),
 }
 
 #[derive(clap::Args)]
@@ -409,11 +417,15 @@ fn server(args: ServerArgs) -> Result<()> {
         let pool = exec::taskdb::open(&exec_db)
             .await
             .with_context(|| format!("{}: cannot open the task database", exec_db.display()))?;
+        let key_path = data.join("task-signing.key");
+        let signer =
+            Arc::new(web::tasks::Signer::load_or_create(&key_path).map_err(anyhow::Error::msg)?);
         let engine = exec::engine::Engine::open(
             pool,
             Arc::new(web::tasks::HubChannel {
                 hub: hub.clone(),
                 store: store.clone(),
+                signer: signer.clone(),
             }),
             Arc::new(web::tasks::QueryGate(state.clone())),
         )
@@ -423,7 +435,7 @@ fn server(args: ServerArgs) -> Result<()> {
             let engine = engine.clone();
             hub.on_lost(Box::new(move |h| engine.host_lost(h.0)));
         }
-        let tasks = web::tasks::Exec::open(engine.clone())
+        let tasks = web::tasks::Exec::open(engine.clone(), signer)
             .await
             .map_err(anyhow::Error::msg)
             .context("cannot load the recipe library")?;
@@ -601,6 +613,9 @@ fn main() -> ExitCode {
         Command::Tag(a) => ops_cli::tag(a),
         Command::Token(a) => ops_cli::token(a),
         Command::Agent(a) => agent_cmd::run(a),
+        Command::Run(a) => return tasks_cli::status(tasks_cli::run(a)),
+        Command::Tasks(a) => return tasks_cli::status(tasks_cli::tasks(a)),
+        Command::Audit(a) => return tasks_cli::status(tasks_cli::audit(a)),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

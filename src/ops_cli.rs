@@ -97,14 +97,15 @@ pub struct TagArgs {
     pairs: Vec<String>,
 }
 
-struct Client {
+/// A blocking client of the ops API.
+pub(crate) struct Client {
     base: String,
     token: String,
     http: reqwest::blocking::Client,
 }
 
 impl Client {
-    fn new(c: &Conn) -> Result<Client> {
+    pub(crate) fn new(c: &Conn) -> Result<Client> {
         let token = c.token.clone().ok_or_else(|| {
             anyhow!(
                 "no token: pass --token or set MINOS_TOKEN (the server's first start wrote \
@@ -123,7 +124,12 @@ impl Client {
     }
 
     /// Calls the API; the `data` of a success, else the server's message as the error.
-    fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value> {
+    pub(crate) fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value> {
         let url = format!("{}/api/ops/v1{path}", self.base);
         let mut req = self.http.request(method, &url);
         if let Some(b) = body {
@@ -155,11 +161,31 @@ impl Client {
         let v: Value =
             serde_json::from_str(&text).map_err(|_| anyhow!("{url}: {status}: {}", text.trim()))?;
         if v["status"] != "success" {
-            bail!("{}", v["error"].as_str().unwrap_or(text.trim()));
+            return Err(Refused {
+                error_type: v["errorType"].as_str().unwrap_or("").to_string(),
+                message: v["error"].as_str().unwrap_or(text.trim()).to_string(),
+            }
+            .into());
         }
         Ok(v["data"].clone())
     }
 }
+
+/// The server answered a call with an error: its message is what is shown; the
+/// `errorType` lets a caller tell one refusal from another (a `downcast_ref`).
+#[derive(Debug)]
+pub(crate) struct Refused {
+    pub(crate) error_type: String,
+    pub(crate) message: String,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Refused {}
 
 fn tags_text(tags: &Value) -> String {
     tags.as_object()
@@ -207,7 +233,7 @@ fn split_path(path: &str) -> Result<(String, String)> {
 }
 
 /// Milliseconds since the Unix epoch as an RFC 3339 UTC time.
-fn utc(ms: i64) -> String {
+pub(crate) fn utc(ms: i64) -> String {
     let secs = ms.div_euclid(1000);
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).

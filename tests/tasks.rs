@@ -205,6 +205,9 @@ fn failures_pause_at_the_tolerance_and_a_failed_canary_stops_the_rest() {
     assert_eq!(t["counts"]["failed"], 2, "{t}");
     assert_eq!(t["counts"]["queued"], 2, "{t}");
     assert_eq!(host(&t, "h1")["exit_code"], 7);
+    let pauses = audit(&s, &admin, &format!("task={id}&action=task.pause"));
+    assert_eq!(pauses.len(), 1, "{pauses:?}");
+    assert_eq!(pauses[0]["actor"], "system");
     // Cancel: what never started is skipped.
     let (code, v) = act(&s, &admin, id, "cancel");
     assert_eq!(code, 200, "{v}");
@@ -707,4 +710,156 @@ fn the_audit_trail_records_who_did_what_and_detects_tampering() {
         v["error"].as_str().unwrap_or("").contains("audit entry 1"),
         "{v}"
     );
+}
+
+#[test]
+fn agents_refuse_work_the_server_they_enrolled_with_did_not_sign() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (s, admin, _, _agents) = cluster(dir.path(), 1, &[]);
+    let addr = s
+        .url("")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let id = task(&s, &admin, json!({"target": "h1", "script": "true"}));
+    wait_task(&s, &admin, id, &["succeeded"]);
+    // The same records, but another task key: as if someone else answered in the
+    // server's place.
+    let data = dir.path().join("data");
+    s.stop();
+    std::fs::remove_file(data.join("task-signing.key")).expect("remove key");
+    let s = Server::start_on(&data, &addr, &[]);
+    wait_status(&s, &admin, "h1", "online");
+    let marker = dir.path().join("forged-ran");
+    let id = task(
+        &s,
+        &admin,
+        json!({"target": "h1", "script": format!("touch {}", marker.display())}),
+    );
+    let t = wait_task(&s, &admin, id, &["failed"]);
+    let h = host(&t, "h1");
+    assert_eq!(h["state"], "failed", "{t}");
+    assert!(
+        h["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("does not match the server's task key"),
+        "{t}"
+    );
+    assert!(!marker.exists(), "the agent ran work signed by another key");
+}
+
+/// Runs `minos` with the server and token of a test cluster.
+fn cli(s: &Server, admin: &str, args: &[&str]) -> (i32, String, String) {
+    let url = s.url("");
+    let mut all = args.to_vec();
+    all.extend(["--server", url.trim_end_matches('/'), "--token", admin]);
+    crate::util::minos(&all)
+}
+
+#[test]
+fn minos_run_follows_a_task_prints_each_hosts_output_and_exits_by_outcome() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (s, admin, _, _agents) = cluster(dir.path(), 3, &[]);
+    let script = dir.path().join("hello.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/bash\necho \"hi from $MINOS_HOSTNAME\"\n[ \"$MINOS_HOSTNAME\" != h3 ] || { echo bad >&2; exit 4; }\n",
+    )
+    .expect("script");
+    let sp = script.to_str().expect("path");
+    // One host fails (tolerated): exit status 1, every host's output under its name.
+    let (code, out, err) = cli(
+        &s,
+        &admin,
+        &[
+            "run",
+            "--target",
+            "*",
+            "--script",
+            sp,
+            "--max-fail",
+            "1",
+            "--concurrency",
+            "100%",
+        ],
+    );
+    assert_eq!(code, 1, "{out}\n{err}");
+    for h in ["h1", "h2"] {
+        assert!(out.contains(&format!("── {h} ── succeeded")), "{out}");
+        assert!(out.contains(&format!("hi from {h}")), "{out}");
+    }
+    assert!(out.contains("── h3 ── failed (exit 4"), "{out}");
+    assert!(out.contains("bad"), "{out}");
+    assert!(out.contains("2 succeeded, 1 failed"), "{out}");
+    // All succeed: 0, and --quiet prints no output blocks.
+    let (code, out, err) = cli(
+        &s,
+        &admin,
+        &["run", "--target", "h1,h2", "--script", sp, "--quiet"],
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(!out.contains("hi from"), "{out}");
+    // Paused at the failure tolerance: 3, with how to go on.
+    let fail = dir.path().join("fail.sh");
+    std::fs::write(&fail, "exit 5\n").expect("script");
+    let (code, out, err) = cli(
+        &s,
+        &admin,
+        &[
+            "run",
+            "--target",
+            "h1,h2",
+            "--script",
+            fail.to_str().expect("path"),
+            "--concurrency",
+            "1",
+        ],
+    );
+    assert_eq!(code, 3, "{out}\n{err}");
+    assert!(out.contains("minos tasks resume"), "{out}");
+    assert!(out.contains("failure tolerance reached"), "{out}");
+    // Refused: 2, the server's message, nothing created.
+    let before = {
+        let (_, v) = call(&s, "/api/ops/v1/tasks", Some(&admin));
+        v["data"]["tasks"].as_array().map(Vec::len)
+    };
+    let (code, out, err) = cli(
+        &s,
+        &admin,
+        &["run", "--target", "nosuchhost", "--script", sp],
+    );
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(err.contains("nosuchhost"), "{err}");
+    let (code, _, err) = cli(
+        &s,
+        &admin,
+        &["run", "--target", "h1", "--recipe", "service-restart"],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("name"), "{err}");
+    let (_, v) = call(&s, "/api/ops/v1/tasks", Some(&admin));
+    assert_eq!(v["data"]["tasks"].as_array().map(Vec::len), before);
+    // The other commands.
+    let (code, out, err) = cli(&s, &admin, &["tasks", "list"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("failed") && out.contains("succeeded"), "{out}");
+    let (code, out, err) = cli(&s, &admin, &["tasks", "output", "1", "--host", "h2"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("hi from h2"), "{out}");
+    let (code, out, err) = cli(&s, &admin, &["tasks", "show", "1"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("h3") && out.contains("failed"), "{out}");
+    let (code, out, err) = cli(&s, &admin, &["tasks", "retry", "1", "--follow"]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(out.contains("retry of task 1"), "{out}");
+    let (code, out, err) = cli(&s, &admin, &["audit", "--task", "1"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("task.create") && out.contains("host.result"),
+        "{out}"
+    );
+    let (code, out, err) = cli(&s, &admin, &["audit", "--verify"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("audit chain intact"), "{out}");
 }

@@ -37,26 +37,10 @@ use std::collections::{HashMap, HashSet};
 use crate::exec::{Outcome, Policy, RunEvent, RunHandle, RunRequest, Stream};
 use crate::facts::{self, Facts};
 use crate::outbox::Outbox;
-use crate::proto::{self, AgentFrame, Cursor, EnrollRequest, EnrollResponse, MsgId, ServerFrame};
+use crate::proto::{
+    self, AgentFrame, Cursor, EnrollRequest, EnrollResponse, MsgId, RunBody, ServerFrame,
+};
 use crate::spool::Spool;
-
-/// The body of a `run` message.
-#[derive(Debug, Deserialize)]
-struct RunBody {
-    interpreter: String,
-    script: String,
-    #[serde(default)]
-    user: Option<String>,
-    timeout_ms: u64,
-    #[serde(default)]
-    env: Vec<(String, String)>,
-    #[serde(default = "default_max_output")]
-    max_output: usize,
-}
-
-fn default_max_output() -> usize {
-    1 << 20
-}
 
 /// What `minos agent` was told.
 #[derive(Debug, Clone)]
@@ -83,6 +67,10 @@ pub struct Identity {
     pub host_id: u64,
     pub hostname: String,
     pub secret: String,
+    /// The server's task key (hex Ed25519 public key), pinned at enrollment: work not
+    /// signed by it is refused.
+    #[serde(default)]
+    pub task_key: Option<String>,
 }
 
 /// A value behind a mutex whose guard never escapes a call (so never crosses an await).
@@ -371,6 +359,7 @@ impl Agent {
             host_id: r.host_id,
             hostname: r.hostname,
             secret: r.secret,
+            task_key: r.task_key,
         };
         let bytes = serde_json::to_vec_pretty(&id).map_err(|e| e.to_string())?;
         write_atomic(&self.cfg.state_dir.join("identity.json"), &bytes, 0o600)
@@ -521,7 +510,10 @@ impl Agent {
                         Err(e) => return Ended::Other(format!("bad frame from the server: {e}")),
                     };
                     match frame {
-                        ServerFrame::Welcome { .. } => last_ack = tokio::time::Instant::now(),
+                        ServerFrame::Welcome { task_key, .. } => {
+                            last_ack = tokio::time::Instant::now();
+                            self.pin_task_key(task_key);
+                        }
                         ServerFrame::HeartbeatAck { .. } => last_ack = tokio::time::Instant::now(),
                         ServerFrame::Ack { id } => self.outbox.ack(id),
                         ServerFrame::Msg { id: mid, kind, body } => {
@@ -576,11 +568,75 @@ impl Agent {
         }
     }
 
+    /// Pins the server's task key from `welcome` when the identity has none (an agent
+    /// enrolled before the server signed work); a different key is refused loudly.
+    fn pin_task_key(&self, offered: Option<String>) {
+        let Some(offered) = offered else { return };
+        let Some(mut id) = self.identity.get() else {
+            return;
+        };
+        match &id.task_key {
+            Some(k) if *k == offered => {}
+            Some(_) => tracing::error!(
+                "the server offers another task key than the one pinned at enrollment: its work \
+                 will be refused (enroll again, with --token, if the server's key really changed)"
+            ),
+            None => {
+                id.task_key = Some(offered);
+                match serde_json::to_vec_pretty(&id) {
+                    Ok(bytes) => {
+                        if let Err(e) =
+                            write_atomic(&self.cfg.state_dir.join("identity.json"), &bytes, 0o600)
+                        {
+                            tracing::error!("storing the task key: {e}");
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!("storing the task key: {e}");
+                        return;
+                    }
+                }
+                tracing::info!("pinned the server's task key (first use)");
+                self.identity.set(Some(id));
+            }
+        }
+    }
+
     /// Starts a script (`run`): its events become `run.started`, `run.output` and
     /// `run.finished` messages; a refusal is a `run.finished` with outcome `rejected`.
     fn start_run(&self, body: serde_json::Value) {
         let task = body["task"].as_u64().unwrap_or(0);
         let attempt = u32::try_from(body["attempt"].as_u64().unwrap_or(0)).unwrap_or(0);
+        let refuse = |why: String| {
+            self.outbox.push(
+                "run.finished",
+                serde_json::json!({"task": task, "attempt": attempt, "outcome": "rejected", "error": why}),
+                true,
+            );
+        };
+        let req: RunBody = match serde_json::from_value(body.clone()) {
+            Ok(r) => r,
+            Err(e) => return refuse(format!("bad run request: {e}")),
+        };
+        // Only work the server we enrolled with signed, for this host.
+        match self.identity.get() {
+            Some(Identity {
+                task_key: Some(key),
+                host_id,
+                ..
+            }) => {
+                if let Err(why) = req.verify(&key, host_id) {
+                    tracing::warn!("refused task {task} attempt {attempt}: {why}");
+                    return refuse(format!("refused: {why}"));
+                }
+            }
+            _ => {
+                tracing::warn!(
+                    "task {task}: no task key pinned (the server did not send one): running unsigned work"
+                );
+            }
+        }
         // Each (task, attempt) runs once: its report is already on its way (the outbox
         // replays it until the server acknowledges it).
         let mut seen = self.seen.get();
@@ -601,17 +657,6 @@ impl Agent {
         ) {
             tracing::error!("{}: {e}", seen_path.display());
         }
-        let refuse = |why: String| {
-            self.outbox.push(
-                "run.finished",
-                serde_json::json!({"task": task, "attempt": attempt, "outcome": "rejected", "error": why}),
-                true,
-            );
-        };
-        let req: RunBody = match serde_json::from_value(body.clone()) {
-            Ok(r) => r,
-            Err(e) => return refuse(format!("bad run request: {e}")),
-        };
         let request = RunRequest {
             task,
             attempt,
@@ -627,7 +672,7 @@ impl Agent {
                 env.push(("MINOS_HOSTNAME".into(), self.cfg.hostname.clone()));
                 env
             },
-            max_output: req.max_output,
+            max_output: usize::try_from(req.max_output).unwrap_or(usize::MAX),
         };
         let (tx, mut rx) = tokio::sync::mpsc::channel(64);
         let handle = match crate::exec::start(request, &self.policy, tx) {

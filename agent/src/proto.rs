@@ -28,6 +28,15 @@
 //! server id in its state directory before acknowledging, so an agent restart does not
 //! deliver a message twice either.
 //!
+//! # Signed work
+//! The server signs every `run` message with its task key (Ed25519; the private half in
+//! the server's `<data>/task-signing.key`). The agent learns the public half when it
+//! enrolls (`task_key` in [`EnrollResponse`]; an identity from before that takes it from
+//! the first `welcome`) and keeps it in its identity; from then on it refuses a `run`
+//! whose `signature` does not verify. The signature covers [`RunBody::signed_bytes`]:
+//! the work, the task and attempt, and the host it is for, so it cannot be replayed to
+//! another host or changed on the way.
+//!
 //! # Limits
 //! A frame is at most [`MAX_FRAME_BYTES`]; facts at most [`MAX_FACTS_BYTES`] once
 //! serialized. A peer that breaks a limit or sends something that is not one of these
@@ -85,6 +94,9 @@ pub enum ServerFrame {
     Welcome {
         boot: u64,
         lost_after_ms: u64,
+        /// The server's task key (hex Ed25519 public key).
+        #[serde(default)]
+        task_key: Option<String>,
     },
     HeartbeatAck {
         seq: u64,
@@ -114,6 +126,9 @@ pub struct EnrollResponse {
     pub hostname: String,
     /// The agent's own credential, shown once.
     pub secret: String,
+    /// The key the server signs work with (hex Ed25519 public key).
+    #[serde(default)]
+    pub task_key: Option<String>,
 }
 
 /// Where a receiver stands in one peer's stream of messages: which ids it delivered.
@@ -170,5 +185,162 @@ mod tests {
         assert!(!c.accept(MsgId(10, 1)), "older");
         assert!(!c.accept(MsgId(9, 50)), "an older incarnation");
         assert!(c.accept(MsgId(11, 1)), "a restarted peer");
+    }
+}
+
+/// The body of a `run` message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunBody {
+    pub task: u64,
+    pub attempt: u32,
+    /// `bash`, `sh` or `python3`.
+    pub interpreter: String,
+    pub script: String,
+    #[serde(default)]
+    pub user: Option<String>,
+    pub timeout_ms: u64,
+    #[serde(default)]
+    pub env: Vec<(String, String)>,
+    #[serde(default = "default_max_output")]
+    pub max_output: u64,
+    /// Hex Ed25519 signature of [`RunBody::signed_bytes`] by the server's task key.
+    #[serde(default)]
+    pub signature: Option<String>,
+}
+
+fn default_max_output() -> u64 {
+    1 << 20
+}
+
+/// What a signature covers, versioned so that no other message signs the same bytes.
+const RUN_DOMAIN: &[u8] = b"minos-run-v1";
+
+fn put(out: &mut Vec<u8>, field: &[u8]) {
+    out.extend_from_slice(&(field.len() as u64).to_le_bytes());
+    out.extend_from_slice(field);
+}
+
+impl RunBody {
+    /// The bytes the server signs for host `host_id`. Each field is its length as a
+    /// little-endian u64 followed by its bytes; numbers are their little-endian u64
+    /// bytes (8 bytes, so length 8). In order: `minos-run-v1`, host id, task, attempt,
+    /// interpreter, script, user (empty when none), timeout in ms, output bound, the
+    /// number of environment variables, then each name and value.
+    pub fn signed_bytes(&self, host_id: u64) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.script.len() + 256);
+        put(&mut out, RUN_DOMAIN);
+        for n in [host_id, self.task, u64::from(self.attempt)] {
+            put(&mut out, &n.to_le_bytes());
+        }
+        put(&mut out, self.interpreter.as_bytes());
+        put(&mut out, self.script.as_bytes());
+        put(&mut out, self.user.as_deref().unwrap_or("").as_bytes());
+        put(&mut out, &self.timeout_ms.to_le_bytes());
+        put(&mut out, &self.max_output.to_le_bytes());
+        put(&mut out, &(self.env.len() as u64).to_le_bytes());
+        for (k, v) in &self.env {
+            put(&mut out, k.as_bytes());
+            put(&mut out, v.as_bytes());
+        }
+        out
+    }
+
+    /// Signs the body for host `host_id`.
+    pub fn sign(&mut self, key: &ed25519_dalek::SigningKey, host_id: u64) {
+        use ed25519_dalek::Signer as _;
+        let sig = key.sign(&self.signed_bytes(host_id));
+        self.signature = Some(hex(&sig.to_bytes()));
+    }
+
+    /// Checks the signature against the server's key (hex), for host `host_id`.
+    pub fn verify(&self, key_hex: &str, host_id: u64) -> Result<(), String> {
+        let key: [u8; 32] = unhex(key_hex)
+            .and_then(|b| b.try_into().ok())
+            .ok_or("the stored task key is not 32 bytes of hex")?;
+        let key = ed25519_dalek::VerifyingKey::from_bytes(&key)
+            .map_err(|e| format!("the stored task key: {e}"))?;
+        let sig = self.signature.as_deref().ok_or("the work is not signed")?;
+        let sig: [u8; 64] = unhex(sig)
+            .and_then(|b| b.try_into().ok())
+            .ok_or("the signature is not 64 bytes of hex")?;
+        key.verify_strict(
+            &self.signed_bytes(host_id),
+            &ed25519_dalek::Signature::from_bytes(&sig),
+        )
+        .map_err(|_| "the signature does not match the server's task key".to_string())
+    }
+}
+
+/// Lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+    s
+}
+
+/// Hex (either case) to bytes; `None` when it is not hex.
+pub fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    let digit = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    };
+    s.as_bytes()
+        .chunks(2)
+        .map(|p| Some(digit(p[0])? << 4 | digit(p[1])?))
+        .collect()
+}
+
+#[cfg(test)]
+mod signing_tests {
+    use super::*;
+
+    fn body() -> RunBody {
+        RunBody {
+            task: 7,
+            attempt: 1,
+            interpreter: "bash".into(),
+            script: "echo hi".into(),
+            user: None,
+            timeout_ms: 1000,
+            env: vec![("A".into(), "b".into())],
+            max_output: 1 << 20,
+            signature: None,
+        }
+    }
+
+    #[test]
+    fn signed_work_verifies_only_unchanged_and_for_its_host() {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[9u8; 32]);
+        let public = hex(key.verifying_key().as_bytes());
+        let mut b = body();
+        assert!(b.verify(&public, 3).is_err(), "unsigned");
+        b.sign(&key, 3);
+        assert_eq!(b.verify(&public, 3), Ok(()));
+        assert!(b.verify(&public, 4).is_err(), "another host");
+        let mut changed = b.clone();
+        changed.script = "rm -rf /".into();
+        assert!(changed.verify(&public, 3).is_err(), "changed script");
+        let mut changed = b.clone();
+        changed.env.push(("LD_PRELOAD".into(), "/tmp/x.so".into()));
+        assert!(changed.verify(&public, 3).is_err(), "added env");
+        let other = ed25519_dalek::SigningKey::from_bytes(&[8u8; 32]);
+        assert!(b.verify(&hex(other.verifying_key().as_bytes()), 3).is_err());
+        assert!(b.verify("zz", 3).is_err());
+        // Field boundaries are part of what is signed.
+        let mut a = body();
+        a.interpreter = "bas".into();
+        a.script = "hecho hi".into();
+        assert_ne!(a.signed_bytes(3), body().signed_bytes(3));
+        assert_eq!(unhex(&hex(&[0, 255, 16])), Some(vec![0, 255, 16]));
+        assert_eq!(unhex("0g"), None);
     }
 }

@@ -900,9 +900,11 @@ fn finish_host(inner: &mut Inner, id: i64, i: usize, state: HostState, now: i64)
     let Some(t) = inner.tasks.get_mut(&id) else {
         return;
     };
+    let was_running = matches!(t.sched.state, TaskState::Running);
     t.sched.set(i, state);
     // `set` keeps a final state: report what the host ended as.
     let state = t.sched.hosts[i];
+    let paused = was_running && matches!(t.sched.state, TaskState::Paused(_));
     t.touch(i, now);
     t.dirty = true;
     t.updated_at = now;
@@ -923,6 +925,14 @@ fn finish_host(inner: &mut Inner, id: i64, i: usize, state: HostState, now: i64)
             "truncated": h.truncated,
         }),
     });
+    if paused {
+        inner.audit.push(NewEntry {
+            actor: "system".into(),
+            action: "task.pause".into(),
+            task: Some(id),
+            detail: serde_json::json!({"state": "paused", "reason": t.reason()}),
+        });
+    }
     if inner.busy.get(&host) == Some(&id) {
         inner.busy.remove(&host);
     }

@@ -14,6 +14,15 @@
 
 use serde::{Deserialize, Serialize};
 
+/// "1 host", "2 hosts".
+fn hosts(n: usize) -> String {
+    if n == 1 {
+        "1 host".into()
+    } else {
+        format!("{n} hosts")
+    }
+}
+
 /// A count, or a percentage of the task's hosts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Limit {
@@ -286,7 +295,7 @@ impl Sched {
             }
             if self.batch + 1 >= self.batches() {
                 self.state = if self.failures() > 0 {
-                    TaskState::Failed(format!("{} hosts failed", self.failures()))
+                    TaskState::Failed(format!("{} failed", hosts(self.failures())))
                 } else {
                     TaskState::Succeeded
                 };
@@ -337,8 +346,8 @@ impl Sched {
             && self.hosts.contains(&HostState::Queued)
         {
             self.state = TaskState::Paused(format!(
-                "failure tolerance reached: {} hosts failed, at most {} allowed",
-                self.failures(),
+                "failure tolerance reached: {} failed, at most {} allowed",
+                hosts(self.failures()),
                 self.max_fail()
             ));
         }

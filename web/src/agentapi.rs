@@ -141,6 +141,7 @@ pub async fn enroll(State(st): State<Arc<AppState>>, headers: HeaderMap, body: B
                 host_id: e.host.0,
                 hostname: req.hostname.trim().to_string(),
                 secret: e.secret,
+                task_key: st.tasks().map(|e| e.signer.public_hex.clone()),
             })
             .into_response()
         }
@@ -294,6 +295,7 @@ async fn converse(
         &ServerFrame::Welcome {
             boot: hub.boot,
             lost_after_ms: u64::try_from(hub.limits.lost_after.as_millis()).unwrap_or(u64::MAX),
+            task_key: st.tasks().map(|e| e.signer.public_hex.clone()),
         },
     )
     .await?;
@@ -489,7 +491,29 @@ pub async fn push(
     if req.kind.is_empty() || req.kind.len() > 64 {
         return ApiError::bad_data("kind: 1 to 64 bytes").into_response();
     }
-    match hub.push(store, host, &req.kind, req.body) {
+    let mut body = req.body;
+    // Work for an agent is signed (agents refuse it otherwise) and audited like a task's.
+    if let Some(ex) = st.tasks() {
+        if req.kind == "run"
+            && let Err(e) = ex.signer.sign_run(host.0, &mut body)
+        {
+            return ApiError::bad_data(e).into_response();
+        }
+        let entry = exec::audit::NewEntry {
+            actor: format!("{}:{}", caller.kind.as_str(), caller.name),
+            action: "agent.message".into(),
+            task: body["task"]
+                .as_i64()
+                .filter(|_| req.kind == "run" || req.kind == "kill"),
+            detail: json!({"hostname": name, "kind": req.kind, "body": body}),
+        };
+        if let Err(e) = exec::audit::append_now(ex.engine.pool(), vec![entry]).await {
+            return ApiError::internal(e.to_string()).into_response();
+        }
+    } else if req.kind == "run" {
+        return ApiError::unavailable("starting: the task key is not loaded").into_response();
+    }
+    match hub.push(store, host, &req.kind, body) {
         Ok(id) => (StatusCode::ACCEPTED, success(json!({"id": id_json(id)}))).into_response(),
         Err(e @ PushError::NoAgent(_)) => {
             ApiError::with_status(StatusCode::NOT_FOUND, "not_found", e.to_string()).into_response()

@@ -38,9 +38,64 @@ pub const DEFAULT_TIMEOUT_MS: u64 = 600_000;
 /// Default concurrency: a tenth of the hosts (at least one).
 pub const DEFAULT_CONCURRENCY: &str = "10%";
 
+/// The server's task key: it signs every `run` message (see `agent::proto`, "Signed
+/// work"); agents refuse work it did not sign.
+pub struct Signer {
+    key: ed25519_dalek::SigningKey,
+    /// The public half, hex, as agents pin it.
+    pub public_hex: String,
+}
+
+impl Signer {
+    /// Reads the key from `path` (32 raw bytes, the Ed25519 seed), creating it (mode
+    /// 0600) with 256 random bits from the operating system when it does not exist.
+    pub fn load_or_create(path: &std::path::Path) -> Result<Signer, String> {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let seed: [u8; 32] = match std::fs::read(path) {
+            Ok(b) => b.try_into().map_err(|b: Vec<u8>| {
+                format!(
+                    "{}: {} bytes; a task key is 32 bytes (move the file away to make a new one, \
+                     then re-enroll the agents)",
+                    path.display(),
+                    b.len()
+                )
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut seed = [0u8; 32];
+                getrandom::fill(&mut seed).map_err(|e| format!("random key: {e}"))?;
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(path)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                f.write_all(&seed)
+                    .and_then(|()| f.sync_all())
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                seed
+            }
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        };
+        let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+        let public_hex = agent::proto::hex(key.verifying_key().as_bytes());
+        Ok(Signer { key, public_hex })
+    }
+
+    /// Signs a `run` body for `host` in place.
+    pub fn sign_run(&self, host: u64, body: &mut Value) -> Result<(), String> {
+        let mut run: agent::proto::RunBody =
+            serde_json::from_value(body.clone()).map_err(|e| format!("run message: {e}"))?;
+        run.sign(&self.key, host);
+        *body = serde_json::to_value(&run).map_err(|e| format!("run message: {e}"))?;
+        Ok(())
+    }
+}
+
 /// The engine and the recipe library.
 pub struct Exec {
     pub engine: Arc<Engine>,
+    pub signer: Arc<Signer>,
     shipped: Vec<Recipe>,
     /// User recipes by name, every version, oldest first.
     user: parking_lot::RwLock<BTreeMap<String, Vec<Recipe>>>,
@@ -48,7 +103,7 @@ pub struct Exec {
 
 impl Exec {
     /// The library: the shipped recipes and the user ones stored in the task database.
-    pub async fn open(engine: Arc<Engine>) -> Result<Exec, String> {
+    pub async fn open(engine: Arc<Engine>, signer: Arc<Signer>) -> Result<Exec, String> {
         let shipped = exec::recipe::shipped().map_err(|e| e.to_string())?;
         let mut user: BTreeMap<String, Vec<Recipe>> = BTreeMap::new();
         let rows = exec::taskdb::recipes(engine.pool())
@@ -63,6 +118,7 @@ impl Exec {
         }
         Ok(Exec {
             engine,
+            signer,
             shipped,
             user: parking_lot::RwLock::new(user),
         })
@@ -116,10 +172,14 @@ impl Exec {
 pub struct HubChannel {
     pub hub: Arc<crate::channel::Hub>,
     pub store: Arc<inventory::Store>,
+    pub signer: Arc<Signer>,
 }
 
 impl Channel for HubChannel {
-    fn push(&self, host: HostId, kind: &str, body: Value) -> Result<(), String> {
+    fn push(&self, host: HostId, kind: &str, mut body: Value) -> Result<(), String> {
+        if kind == "run" {
+            self.signer.sign_run(host, &mut body)?;
+        }
         self.hub
             .push(&self.store, inventory::HostId(host), kind, body)
             .map(|_| ())
