@@ -252,7 +252,8 @@ FILE is JSON: {\"name\": \"…\", \"description\": \"…\", \"interpreter\": \"b
 /// `minos audit`: the audit trail, or a check of its hash chain.
 #[derive(clap::Args, Debug)]
 #[command(after_help = "\
-Entries come oldest first. With --verify, exit status 0 when the chain is intact, 1 when \
+Without --after, the newest entries (--limit, 50 by default); with --after SEQ, the \
+entries after SEQ, oldest first. Either way they print in order. With --verify, exit status 0 when the chain is intact, 1 when \
 an entry was changed or removed (the first one is named).")]
 pub struct AuditArgs {
     #[command(flatten)]
@@ -275,7 +276,7 @@ pub struct AuditArgs {
     /// Only entries after this sequence number (to page on).
     #[arg(long, value_name = "SEQ")]
     after: Option<i64>,
-    /// At most this many entries [server default: 1000].
+    /// At most this many entries [default: 50].
     #[arg(long)]
     limit: Option<usize>,
     /// Print the API's JSON instead of the table.
@@ -1404,11 +1405,13 @@ pub fn audit(a: AuditArgs) -> Result<u8> {
     if let Some(s) = &a.since {
         q.push(("since", since_ms(s, tsdb::now_ms())?.to_string()));
     }
-    if let Some(x) = a.after {
-        q.push(("after", x.to_string()));
-    }
-    if let Some(l) = a.limit {
-        q.push(("limit", l.to_string()));
+    let asked = a.limit.unwrap_or(50);
+    match a.after {
+        Some(x) => {
+            q.push(("after", x.to_string()));
+            q.push(("limit", asked.to_string()));
+        }
+        None => q.push(("last", asked.to_string())),
     }
     let d = c.call(Method::GET, &format!("/audit{}", query(&q)), None)?;
     if a.json {
@@ -1436,11 +1439,11 @@ pub fn audit(a: AuditArgs) -> Result<u8> {
     } else {
         out!("{}", columns(&rows));
     }
-    let asked = a.limit.unwrap_or(1000);
-    if entries.len() >= asked
-        && let Some(last) = entries.last().and_then(|e| e["seq"].as_i64())
-    {
-        eprintln!("(more may follow: --after {last})");
+    if entries.len() >= asked {
+        match (a.after, entries.last().and_then(|e| e["seq"].as_i64())) {
+            (Some(_), Some(last)) => eprintln!("(more may follow: --after {last})"),
+            _ => eprintln!("(older entries may exist: raise --limit, or page with --after SEQ)"),
+        }
     }
     Ok(exit::SUCCEEDED)
 }

@@ -679,6 +679,10 @@ fn the_audit_trail_records_who_did_what_and_detects_tampering() {
     assert_eq!(c["detail"]["hosts"], json!(["h1"]));
     assert_eq!(entries[1]["detail"]["state"], "succeeded");
     assert_eq!(entries[1]["detail"]["exit_code"], 0);
+    // The newest entries, in order.
+    let last = audit(&s, &admin, "last=2");
+    let actions: Vec<&str> = last.iter().filter_map(|e| e["action"].as_str()).collect();
+    assert_eq!(actions, vec!["host.result", "task.finish"]);
     let (code, v) = call(&s, "/api/ops/v1/audit/verify", Some(&admin));
     assert_eq!(code, 200, "{v}");
     assert_eq!(v["data"]["ok"], true);

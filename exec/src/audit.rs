@@ -145,6 +145,8 @@ pub struct Filter {
     pub since_ms: Option<i64>,
     /// The most entries to return; capped at [`MAX_LIMIT`].
     pub limit: usize,
+    /// The last `limit` matching entries rather than the first (still in seq order).
+    pub newest: bool,
 }
 
 impl Default for Filter {
@@ -157,6 +159,7 @@ impl Default for Filter {
             after_seq: None,
             since_ms: None,
             limit: MAX_LIMIT,
+            newest: false,
         }
     }
 }
@@ -349,7 +352,8 @@ pub async fn list(pool: &SqlitePool, f: &Filter) -> Result<Vec<Entry>, AuditErro
         let join = if i == 0 { "WHERE" } else { "AND" };
         let _ = write!(sql, " {join} {cond} ${}", i + 1);
     }
-    let _ = write!(sql, " ORDER BY seq LIMIT ${}", conds.len() + 1);
+    let order = if f.newest { "DESC" } else { "ASC" };
+    let _ = write!(sql, " ORDER BY seq {order} LIMIT ${}", conds.len() + 1);
     // Only constant conditions and placeholders are formatted in; every value is bound.
     let mut q = sqlx::query_as::<_, EntryRow>(AssertSqlSafe(sql));
     for (_, arg) in &conds {
@@ -359,7 +363,10 @@ pub async fn list(pool: &SqlitePool, f: &Filter) -> Result<Vec<Entry>, AuditErro
         };
     }
     // At most MAX_LIMIT: fits an i64.
-    let rows = q.bind(limit as i64).fetch_all(pool).await?;
+    let mut rows = q.bind(limit as i64).fetch_all(pool).await?;
+    if f.newest {
+        rows.reverse();
+    }
     rows.into_iter()
         .map(|(seq, at, actor, action, task, detail, prev, hash)| {
             let detail = serde_json::from_str(&detail).map_err(|e| {

@@ -965,7 +965,8 @@ pub async fn add_recipe(
     run.await.unwrap_or_else(|e| e.into_response())
 }
 
-/// `GET /api/ops/v1/audit[?task=ID&actor=A&action=X&after=SEQ&since=MS&limit=N]`.
+/// `GET /api/ops/v1/audit[?task=ID&actor=A&action=X&after=SEQ&since=MS&limit=N]`: the
+/// first `limit` matching entries (1000), or with `last=N` the newest N; in seq order.
 pub async fn audit(State(st): State<Arc<AppState>>, RawQuery(q): RawQuery) -> Response {
     let run = async {
         let ex = exec_of(&st)?;
@@ -989,6 +990,16 @@ pub async fn audit(State(st): State<Arc<AppState>>, RawQuery(q): RawQuery) -> Re
             after_seq: num("after")?,
             since_ms: num("since")?,
             limit: num("limit")?.map_or(1000, |l| usize::try_from(l.max(1)).unwrap_or(1000)),
+            newest: false,
+        };
+        // `last=N`: the newest N matching entries (in seq order).
+        let filter = match num("last")? {
+            Some(n) => exec::audit::Filter {
+                limit: usize::try_from(n.max(1)).unwrap_or(1000),
+                newest: true,
+                ..filter
+            },
+            None => filter,
         };
         let entries = exec::audit::list(ex.engine.pool(), &filter)
             .await
