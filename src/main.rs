@@ -440,6 +440,7 @@ fn server(args: ServerArgs) -> Result<()> {
             .map_err(anyhow::Error::msg)
             .context("cannot load the recipe library")?;
         state.set_exec(Arc::new(tasks));
+        let exec_engine = engine.clone();
         let exec_run = tokio::spawn(engine.run());
         state.set_hub(hub.clone());
         let lost_watch = tokio::spawn(hub.watch_lost(store.clone()));
@@ -494,6 +495,9 @@ fn server(args: ServerArgs) -> Result<()> {
         let _ = lost_watch.await;
         exec_run.abort();
         let _ = exec_run.await;
+        if let Err(e) = exec_engine.flush().await {
+            tracing::error!("writing the last task changes: {e}");
+        }
         push_refresh.abort();
         let _ = push_refresh.await;
         scraper.abort();

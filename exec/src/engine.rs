@@ -686,6 +686,21 @@ impl Engine {
         }
     }
 
+    /// Writes what is not written yet (at shutdown, after [`Engine::run`] stopped):
+    /// output chunks already acknowledged to the agents, and states changed since the
+    /// last batch.
+    pub async fn flush(&self) -> Result<(), DbError> {
+        let w = {
+            let mut inner = self.lock();
+            inner.batch += 1;
+            take_batch(&mut inner)
+        };
+        if !w.is_empty() {
+            taskdb::write(&self.pool, now_ms(), &w).await?;
+        }
+        Ok(())
+    }
+
     /// Lets every unfinished task start what it may, oldest task first.
     fn pump(self: &Arc<Self>, inner: &mut Inner) {
         let ids: Vec<i64> = inner.tasks.keys().copied().collect();
