@@ -38,6 +38,17 @@ pub fn started(dir: &Path, extra: &[&str]) -> (Server, String, String) {
 /// An agent for `hostname` with its own state directory under `dir`, heartbeating every
 /// 200ms and pushing metrics every 300ms.
 pub fn agent(dir: &Path, server: &str, hostname: &str, token: Option<&str>) -> Agent {
+    agent_with(dir, server, hostname, token, &[])
+}
+
+/// [`agent`] with extra flags.
+pub fn agent_with(
+    dir: &Path,
+    server: &str,
+    hostname: &str,
+    token: Option<&str>,
+    extra: &[&str],
+) -> Agent {
     let state = state_dir(dir, hostname);
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -57,6 +68,7 @@ pub fn agent(dir: &Path, server: &str, hostname: &str, token: Option<&str>) -> A
     if let Some(t) = token {
         cmd.args(["--token", t]);
     }
+    cmd.args(extra);
     Agent(cmd.spawn().expect("spawn agent"))
 }
 

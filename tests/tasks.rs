@@ -645,6 +645,26 @@ fn bad_task_requests_are_refused_and_nothing_runs() {
         "{t}"
     );
     assert!(!marker.exists(), "the script ran");
+    // An agent whose configuration allows only some run-as users refuses the others.
+    let url = s.url("");
+    let enroll = std::fs::read_to_string(dir.path().join("data/enroll.token")).expect("token");
+    let _strict = crate::agent::agent_with(
+        dir.path(),
+        &url,
+        "strict",
+        Some(enroll.trim()),
+        &["--allow-user", "daemon"],
+    );
+    wait_status(&s, &admin, "strict", "online");
+    let id = task(
+        &s,
+        &admin,
+        json!({"target": "strict", "script": script, "user": "root"}),
+    );
+    let t = wait_task(&s, &admin, id, &["failed"]);
+    let h = host(&t, "strict");
+    assert!(h["error"].as_str().unwrap_or("").contains("root"), "{t}");
+    assert!(!marker.exists(), "the script ran");
     // Unknown tasks, bad ids.
     let (code, _) = call(&s, "/api/ops/v1/tasks/999", Some(&admin));
     assert_eq!(code, 404);
