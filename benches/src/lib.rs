@@ -2,8 +2,11 @@
 //!
 //! - `workload`: node-exporter-like host metrics and business counters.
 //! - `harness`: starting and measuring a server process, for the scale benches.
+//! - `agent_sim`: playing agents (server start with its tokens, enrollment, the
+//!   channel's hello), for `agent_scale` and `task_scale`.
 //! - `scrape_sim`: many Prometheus scrape targets on one port, for `scrape_scale`.
 
+pub mod agent_sim;
 pub mod harness;
 pub mod peers;
 pub mod scrape_sim;

@@ -274,21 +274,10 @@ async fn append_in(
     for (rows, details) in out.chunks(INSERT_ROWS).zip(texts.chunks(INSERT_ROWS)) {
         let mut sql = format!("INSERT INTO audit ({COLUMNS}) VALUES ");
         for i in 0..rows.len() {
-            let p = i * 8;
             let sep = if i == 0 { "" } else { ", " };
-            // Writing to a String cannot fail.
-            let _ = write!(
-                sql,
-                "{sep}(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
-                p + 1,
-                p + 2,
-                p + 3,
-                p + 4,
-                p + 5,
-                p + 6,
-                p + 7,
-                p + 8
-            );
+            // Anonymous placeholders: SQLite binds them by position, where numbered
+            // ones cost a lookup by name per value (quadratic in a long statement).
+            let _ = write!(sql, "{sep}(?, ?, ?, ?, ?, ?, ?, ?)");
         }
         // Only placeholders are formatted into the statement; every value is bound.
         let mut q = sqlx::query(AssertSqlSafe(sql));

@@ -274,19 +274,13 @@ pub async fn write(pool: &SqlitePool, at: i64, w: &Write) -> Result<(), DbError>
     }
     for rows in w.hosts.chunks(ROWS_PER_STATEMENT) {
         let mut sql = format!("INSERT OR REPLACE INTO task_hosts ({HOST_COLS}) VALUES ");
+        // Anonymous placeholders: SQLite binds them by position, where numbered ones
+        // cost a lookup by name per value (quadratic in a statement of 7,000 values).
         for i in 0..rows.len() {
             if i > 0 {
                 sql.push(',');
             }
-            let b = i * 14;
-            sql.push('(');
-            for k in 1..=14 {
-                if k > 1 {
-                    sql.push(',');
-                }
-                sql.push_str(&format!("${}", b + k));
-            }
-            sql.push(')');
+            sql.push_str("(?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
         }
         let mut q = sqlx::query(AssertSqlSafe(sql));
         for h in rows {
@@ -372,6 +366,22 @@ pub async fn hosts(pool: &SqlitePool, task: i64) -> Result<Vec<HostRow>, DbError
     .fetch_all(pool)
     .await?;
     Ok(rows.into_iter().map(host_row).collect())
+}
+
+/// One host of a task, by name.
+pub async fn host_by_name(
+    pool: &SqlitePool,
+    task: i64,
+    hostname: &str,
+) -> Result<Option<HostRow>, DbError> {
+    let row: Option<HostTuple> = sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT {HOST_COLS} FROM task_hosts WHERE task = $1 AND hostname = $2"
+    )))
+    .bind(task)
+    .bind(hostname)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(host_row))
 }
 
 /// The newest tasks first (ids below `before` if given), at most `limit`, with the

@@ -509,7 +509,8 @@ pub async fn create(
             })
             .await
             .map_err(engine_error)?;
-        task_json(ex, id, true).await.map(success)
+        // The summary: a task of thousands of hosts is read with GET.
+        task_json(ex, id, false).await.map(success)
     };
     run.await.unwrap_or_else(|e| e.into_response())
 }
@@ -702,16 +703,20 @@ pub async fn output(
         {
             return Err(bad(format!("state {s:?}: not a host state")));
         }
-        let hosts = exec::taskdb::hosts(pool, id).await.map_err(db_error)?;
-        if let Some(h) = want_host
-            && !hosts.iter().any(|r| r.hostname == h)
-        {
-            return Err(ApiError::with_status(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                format!("host {h} is not part of task {id}"),
-            ));
-        }
+        let hosts = match want_host {
+            Some(h) => exec::taskdb::host_by_name(pool, id, h)
+                .await
+                .map_err(db_error)?
+                .map(|r| vec![r])
+                .ok_or_else(|| {
+                    ApiError::with_status(
+                        StatusCode::NOT_FOUND,
+                        "not_found",
+                        format!("host {h} is not part of task {id}"),
+                    )
+                })?,
+            None => exec::taskdb::hosts(pool, id).await.map_err(db_error)?,
+        };
         let mut out = Vec::new();
         let mut total = 0i64;
         let mut omitted = 0usize;
@@ -870,7 +875,7 @@ pub async fn retry(
             })
             .await
             .map_err(engine_error)?;
-        task_json(ex, new, true).await.map(success)
+        task_json(ex, new, false).await.map(success)
     };
     run.await.unwrap_or_else(|e| e.into_response())
 }

@@ -21,8 +21,7 @@
 //! heartbeat interval). The targets it prints against (server under 10 % of a core, p99
 //! under 50 ms) are reported, not enforced. See `benches/agent_scale.md`.
 
-use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -30,19 +29,17 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
+use minos_benches::agent_sim::{
+    CHANNEL_PATH, Ws, connect, enroll, micros, percentile, start_server,
+};
 use minos_benches::harness::{
-    ProcSample, Server, cpu_pct, default_minos, exit_with, free_port, machine_line, machine_ticks,
-    metric, parse_duration, proc_sample, raise_fd_limit,
+    ProcSample, cpu_pct, default_minos, exit_with, machine_line, machine_ticks, metric,
+    parse_duration, proc_sample, raise_fd_limit,
 };
 use minos_benches::splitmix64;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::watch;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::{self, Message};
-
-const ENROLL_PATH: &str = "/api/agent/v1/enroll";
-const CHANNEL_PATH: &str = "/api/agent/v1/channel";
+use tokio_tungstenite::tungstenite::Message;
 const TARGET_CPU_PCT: f64 = 10.0;
 const TARGET_P99_MS: f64 = 50.0;
 
@@ -91,86 +88,6 @@ struct Cli {
     keep: bool,
 }
 
-async fn start_server(minos: &Path, keep: bool) -> Result<(Server, String)> {
-    let dir = tempfile::Builder::new()
-        .prefix("minos-agent-scale-")
-        .tempdir()
-        .context("creating the data directory")?;
-    let data = dir.path().join("data");
-    let port = free_port()?;
-    let args: Vec<OsString> = vec![
-        "server".into(),
-        "--data".into(),
-        data.clone().into(),
-        "--listen".into(),
-        format!("127.0.0.1:{port}").into(),
-    ];
-    let base = format!("http://127.0.0.1:{port}");
-    let mut server = Server::spawn(minos, &args, base, dir, keep)?;
-    let token_file = data.join("enroll.token");
-    let has_token = || std::fs::read_to_string(&token_file).is_ok_and(|t| !t.trim().is_empty());
-    server
-        .wait_ready(Duration::from_secs(120), has_token)
-        .await
-        .context("minos server")?;
-    let token = std::fs::read_to_string(&token_file)
-        .context("reading enroll.token")?
-        .trim()
-        .to_string();
-    Ok((server, token))
-}
-
-/// Enrolls `n` agents, `concurrency` requests at a time; returns their secrets.
-async fn enroll(base: &str, token: &str, n: usize, concurrency: usize) -> Result<Vec<String>> {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .pool_max_idle_per_host(concurrency)
-        .build()?;
-    let next = Arc::new(AtomicUsize::new(0));
-    let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..concurrency.max(1) {
-        let (client, next) = (client.clone(), next.clone());
-        let url = format!("{base}{ENROLL_PATH}");
-        let auth = format!("Bearer {token}");
-        workers.spawn(async move {
-            let mut got = Vec::new();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= n {
-                    return Ok::<_, anyhow::Error>(got);
-                }
-                let hostname = format!("bench-agent-{i:05}");
-                let resp = client
-                    .post(&url)
-                    .header("authorization", &auth)
-                    .json(&json!({"hostname": hostname, "facts": {}}))
-                    .send()
-                    .await
-                    .with_context(|| format!("enrolling {hostname}"))?;
-                let status = resp.status();
-                let body = resp.text().await.unwrap_or_default();
-                if !status.is_success() {
-                    bail!("enrolling {hostname}: {status}: {body}");
-                }
-                let v: Value = serde_json::from_str(&body)
-                    .with_context(|| format!("enrolling {hostname}: answer {body:?}"))?;
-                let secret = v
-                    .get("secret")
-                    .and_then(Value::as_str)
-                    .with_context(|| format!("enrolling {hostname}: no secret in {body:?}"))?;
-                got.push((i, secret.to_string()));
-            }
-        });
-    }
-    let mut secrets = vec![String::new(); n];
-    while let Some(r) = workers.join_next().await {
-        for (i, s) in r.context("enrollment worker")?? {
-            secrets[i] = s;
-        }
-    }
-    Ok(secrets)
-}
-
 /// State shared by the agent tasks.
 struct Shared {
     /// The measurement window, set once every agent connected (or failed to).
@@ -196,53 +113,6 @@ struct AgentResult {
     late: u64,
     /// Why the agent could not connect, or lost its connection before the end.
     error: Option<String>,
-}
-
-fn micros(d: Duration) -> u32 {
-    u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
-}
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn connect(url: &str, secret: &str) -> Result<Ws> {
-    let mut req = url.into_client_request().context("channel URL")?;
-    req.headers_mut().insert(
-        "authorization",
-        format!("Bearer {secret}")
-            .parse()
-            .context("secret is not a valid header")?,
-    );
-    // Small buffers: thousands of connections live in this process.
-    let config = WebSocketConfig::default()
-        .read_buffer_size(4096)
-        .write_buffer_size(0);
-    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(req, Some(config), true)
-        .await
-        .map_err(|e| match e {
-            tungstenite::Error::Http(r) => anyhow::anyhow!("upgrade refused: {}", r.status()),
-            e => anyhow::anyhow!("connecting: {e}"),
-        })?;
-    let hello = json!({"type": "hello", "version": 1, "agent_version": "bench",
-                       "heartbeat_ms": 10_000, "facts": null});
-    ws.send(Message::text(hello.to_string()))
-        .await
-        .context("sending hello")?;
-    loop {
-        match ws.next().await {
-            Some(Ok(Message::Text(t))) => {
-                let v: Value = serde_json::from_str(&t).context("a frame that is not JSON")?;
-                if v.get("type").and_then(Value::as_str) == Some("welcome") {
-                    return Ok(ws);
-                }
-                bail!("expected welcome, got {t}");
-            }
-            Some(Ok(Message::Close(c))) => bail!("closed before welcome: {c:?}"),
-            Some(Ok(_)) => {}
-            Some(Err(e)) => bail!("before welcome: {e}"),
-            None => bail!("closed before welcome"),
-        }
-    }
 }
 
 /// Waits for the ack of heartbeat `seq` until `deadline`: Ok(true) when it came, Ok(false)
@@ -351,14 +221,6 @@ async fn run_agent(
     res
 }
 
-fn percentile(sorted: &[u32], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    f64::from(sorted[rank - 1]) / 1000.0
-}
-
 fn ok(b: bool) -> &'static str {
     if b { "ok" } else { "MISSED" }
 }
@@ -396,7 +258,8 @@ async fn run(cli: Cli) -> Result<bool> {
                 Some(p) => p.clone(),
                 None => default_minos()?,
             };
-            let (s, token) = start_server(&minos, cli.keep).await?;
+            let (s, tokens) = start_server(&minos, cli.keep, "minos-agent-scale-").await?;
+            let token = tokens.enroll;
             let base = s.base.clone();
             let pid = s.pid().to_string();
             eprintln!(
