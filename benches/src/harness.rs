@@ -313,7 +313,6 @@ pub fn default_minos() -> Result<PathBuf> {
         .context("no minos binary: build it with `cargo build --release` or pass --minos")
 }
 
-/// A loopback port nothing listens on right now.
 /// Runs a bench's `run` on a multi-threaded runtime; a run that did not pass exits 1.
 pub fn exit_with(run: impl std::future::Future<Output = Result<bool>>) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -328,6 +327,7 @@ pub fn exit_with(run: impl std::future::Future<Output = Result<bool>>) -> Result
     Ok(())
 }
 
+/// A loopback port nothing listens on right now.
 pub fn free_port() -> Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").context("binding a free port")?;
     Ok(l.local_addr()?.port())
