@@ -717,7 +717,26 @@ impl Engine {
                 .map(|t| std::mem::take(&mut t.resend))
                 .unwrap_or_default();
             for i in resend {
-                let Some(t) = inner.tasks.get(&id) else { break };
+                let Some(t) = inner.tasks.get_mut(&id) else {
+                    break;
+                };
+                if matches!(t.sched.state, TaskState::Cancelled) {
+                    // Cancelled before the restart: the kills may have been lost with the
+                    // channel's queues. Send them again; work never acknowledged is not
+                    // sent again (the sweep settles it).
+                    let h = &mut t.hosts[i];
+                    if t.sched.hosts[i] == HostState::Sent {
+                        h.sent_at = Some(std::time::Instant::now());
+                    }
+                    if let Err(e) = self.channel.push(
+                        h.host,
+                        "kill",
+                        serde_json::json!({"task": id, "attempt": h.attempt}),
+                    ) {
+                        tracing::warn!("task {id}: kill on {}: {e}", h.hostname);
+                    }
+                    continue;
+                }
                 match t.sched.hosts[i] {
                     HostState::Sent => self.dispatch(inner, id, i, now),
                     // Acknowledged or running: the agent will report, unless it is gone.
@@ -795,8 +814,19 @@ impl Engine {
     fn sweep(&self, inner: &mut Inner, now: i64) {
         let bound = self.channel.ack_timeout();
         let mut stale = Vec::new();
+        let mut never = Vec::new();
         for t in inner.tasks.values() {
             for (i, h) in t.hosts.iter().enumerate() {
+                // A cancelled task's work that no agent reported within the bound was
+                // never run: an agent reports every run it starts (and keeps the report
+                // until the server has it).
+                if matches!(t.sched.state, TaskState::Cancelled)
+                    && t.sched.hosts[i] == HostState::Sent
+                    && h.sent_at.is_some_and(|at| at.elapsed() > bound)
+                {
+                    never.push((t.id, i));
+                    continue;
+                }
                 let waited = match t.sched.hosts[i] {
                     HostState::Sent => h.sent_at,
                     HostState::Acknowledged | HostState::Running => h.restored_at,
@@ -807,6 +837,15 @@ impl Engine {
                     stale.push((t.id, i));
                 }
             }
+        }
+        for (id, i) in never {
+            if let Some(t) = inner.tasks.get_mut(&id) {
+                t.hosts[i].error = Some(format!(
+                    "cancelled; the agent did not report the work within {} s",
+                    bound.as_secs()
+                ));
+            }
+            finish_host(inner, id, i, HostState::Skipped, now);
         }
         for (id, i) in stale {
             if let Some(t) = inner.tasks.get_mut(&id) {
