@@ -1,0 +1,4 @@
+//! Alerting: Prometheus-compatible rule files, their evaluation (recording rules and
+//! alert states), the templates of labels and annotations, and notifications.
+
+pub mod template;
