@@ -11,6 +11,7 @@
 //! credential, facts and liveness.
 
 pub mod agents;
+pub mod documents;
 pub mod glob;
 pub mod import;
 pub mod selector;
@@ -19,6 +20,7 @@ pub mod tokens;
 pub mod tree;
 
 pub use agents::{AgentRecord, AgentStatus, Enrolled};
+pub use documents::Document;
 pub use selector::{Selector, SelectorError};
 pub use store::{Store, StoreError};
 pub use tokens::{TokenInfo, TokenKind};

@@ -21,6 +21,8 @@
 //! agents(host_id PK, secret_hash UNIQUE,        one per enrolled host (see crate::agents);
 //!        machine_id, enrolled_at, facts,        facts: the JSON object the agent sent;
 //!        facts_at, status, status_at, last_seen) status: enrolled | online | lost
+//! documents(kind, name, body,                   texts other subsystems keep here (see
+//!           updated_at, updated_by)             crate::documents); PK (kind, name)
 //! ```
 //! Loading checks every rule again ([`Inventory::from_parts`]): a database edited into an
 //! invalid state is refused with the row named, never half-loaded.
@@ -36,7 +38,7 @@ use crate::tree::{Host, HostId, Inventory, Node, NodeId, TreeError};
 
 const SCHEMA_VERSION: i64 = 1;
 
-const SCHEMA: [&str; 8] = [
+const SCHEMA: [&str; 9] = [
     "CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS nodes (id BIGINT PRIMARY KEY, parent BIGINT NULL, \
      name TEXT NOT NULL, kind TEXT NOT NULL, owners TEXT NOT NULL DEFAULT '')",
@@ -53,6 +55,9 @@ const SCHEMA: [&str; 8] = [
      secret_hash TEXT NOT NULL UNIQUE, machine_id TEXT NOT NULL, enrolled_at BIGINT NOT NULL, \
      facts TEXT NOT NULL, facts_at BIGINT NOT NULL, status TEXT NOT NULL, \
      status_at BIGINT NOT NULL, last_seen BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS documents (kind TEXT NOT NULL, name TEXT NOT NULL, \
+     body TEXT NOT NULL, updated_at BIGINT NOT NULL, updated_by TEXT NOT NULL, \
+     PRIMARY KEY (kind, name))",
 ];
 
 /// Why a store operation failed.
