@@ -58,6 +58,9 @@ fn series(inv: &inventory::Inventory) -> BTreeSet<LabelSet> {
 }
 
 fn write(db: &Db, sets: &BTreeSet<LabelSet>, value: f64, t: i64) {
+    if sets.is_empty() {
+        return;
+    }
     let pairs: Vec<Vec<(&str, &str)>> = sets
         .iter()
         .map(|l| l.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect())
@@ -88,6 +91,46 @@ pub async fn run(db: Arc<Db>, store: Arc<inventory::Store>) {
             r = changes.changed() => if r.is_err() { return },
             _ = tokio::time::sleep(REFRESH) => {}
         }
+    }
+}
+
+/// How often `minos_agent_up` is written.
+const AGENT_UP_EVERY: Duration = Duration::from_secs(5);
+
+/// Writes `minos_agent_up{hostname, instance} 1|0` for every enrolled agent (1 online,
+/// 0 lost; an agent enrolled but never connected since is left out) every
+/// [`AGENT_UP_EVERY`], so liveness comes from the heartbeats and the built-in `HostLost`
+/// rule can alert on it.
+pub async fn agent_up(db: Arc<Db>, store: Arc<inventory::Store>) {
+    let mut every = tokio::time::interval(AGENT_UP_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let inv = store.snapshot();
+        let mut up: BTreeSet<LabelSet> = BTreeSet::new();
+        let mut down: BTreeSet<LabelSet> = BTreeSet::new();
+        for a in store.agents() {
+            let Some(h) = inv.host(a.host) else { continue };
+            let set = |to: &mut BTreeSet<LabelSet>| {
+                to.insert(LabelSet::from([
+                    ("__name__".to_string(), "minos_agent_up".to_string()),
+                    ("hostname".to_string(), h.hostname.clone()),
+                    ("instance".to_string(), h.hostname.clone()),
+                ]));
+            };
+            match a.status {
+                inventory::AgentStatus::Online => set(&mut up),
+                inventory::AgentStatus::Lost => set(&mut down),
+                inventory::AgentStatus::Enrolled => {}
+            }
+        }
+        let t = tsdb::now_ms();
+        let db2 = db.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            write(&db2, &up, 1.0, t);
+            write(&db2, &down, 0.0, t);
+        })
+        .await;
     }
 }
 

@@ -6,8 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod agent_cmd;
+mod alerts_cli;
 mod host_info;
 mod ops_cli;
+mod rules_cli;
 mod scraping;
 mod tasks_cli;
 
@@ -49,6 +51,13 @@ enum Command {
     Tasks(tasks_cli::TasksArgs),
     /// List the audit trail of tasks and recipes, or verify its hash chain.
     Audit(tasks_cli::AuditArgs),
+    /// Check rule files and run rule unit tests, like `promtool check|test rules`.
+    Rules(rules_cli::RulesArgs),
+    /// List alerts (firing, pending, resolved), their history and notifications;
+    /// acknowledge them.
+    Alerts(alerts_cli::AlertsArgs),
+    /// Add, list and expire silences: alerts matching label matchers notify nobody.
+    Silence(alerts_cli::SilenceArgs),
 }
 
 #[derive(clap::Args)]
@@ -139,6 +148,34 @@ struct ServerArgs {
     /// Most new series one job may push per minute; 0: no limit [default: 20000].
     #[arg(long = "push.max-new-series-per-minute")]
     push_max_new_series_per_minute: Option<usize>,
+    /// A directory of Prometheus rule files (`*.yml`, `*.yaml`, `*.rules`); read again on
+    /// SIGHUP and `POST /-/reload`.
+    #[arg(long = "rules.dir")]
+    rules_dir: Option<PathBuf>,
+    /// How often groups that set no `interval` are evaluated [default: 1m].
+    #[arg(long = "rules.evaluation-interval")]
+    rules_evaluation_interval: Option<String>,
+    /// The URL people reach this server at (links in notifications, `$externalURL`).
+    #[arg(long = "web.external-url")]
+    web_external_url: Option<String>,
+    /// How far back a restart restores alert states from `ALERTS_FOR_STATE` [default: 1h].
+    #[arg(long = "rules.alert.for-outage-tolerance")]
+    rules_alert_for_outage_tolerance: Option<String>,
+    /// A restored alert whose `for` is shorter than this is not restored; one with less
+    /// than this left to wait fires this long after the restart [default: 10m].
+    #[arg(long = "rules.alert.for-grace-period")]
+    rules_alert_for_grace_period: Option<String>,
+    /// How often a firing alert is sent again to the notifier [default: 1m].
+    #[arg(long = "rules.alert.resend-delay")]
+    rules_alert_resend_delay: Option<String>,
+    /// Where alerts go: routes, receivers, inhibition rules (Alertmanager's YAML, see the
+    /// README); read again on SIGHUP and `POST /-/reload`. Without one, alerts are kept
+    /// and recorded but notify nobody.
+    #[arg(long = "alerting.config")]
+    alerting_config: Option<PathBuf>,
+    /// How long the alert history is kept [default: 30d].
+    #[arg(long = "alerting.history-retention")]
+    alerting_history_retention: Option<String>,
 }
 
 /// The config file; every key is optional and named like its flag.
@@ -161,6 +198,14 @@ struct FileConfig {
     scrape_config: Option<PathBuf>,
     push_max_series_per_job: Option<usize>,
     push_max_new_series_per_minute: Option<usize>,
+    rules_dir: Option<PathBuf>,
+    rules_evaluation_interval: Option<String>,
+    web_external_url: Option<String>,
+    rules_alert_for_outage_tolerance: Option<String>,
+    rules_alert_for_grace_period: Option<String>,
+    rules_alert_resend_delay: Option<String>,
+    alerting_config: Option<PathBuf>,
+    alerting_history_retention: Option<String>,
 }
 
 fn parse_size(s: &str) -> Result<u64> {
@@ -355,6 +400,82 @@ fn server(args: ServerArgs) -> Result<()> {
         "push.refresh-interval".into(),
         format_duration(push_refresh.as_millis().try_into().unwrap_or(i64::MAX)),
     ));
+    let rules_dir = args.rules_dir.or(file.rules_dir);
+    if let Some(d) = &rules_dir {
+        if !d.is_dir() {
+            bail!("--rules.dir {}: not a directory", d.display());
+        }
+        flags.push(("rules.dir".into(), d.display().to_string()));
+    }
+    let rules_interval = duration(
+        args.rules_evaluation_interval
+            .or(file.rules_evaluation_interval)
+            .as_deref()
+            .unwrap_or("1m"),
+        "rules.evaluation-interval",
+    )?;
+    if rules_interval < Duration::from_millis(100) {
+        bail!("--rules.evaluation-interval: at least 100ms");
+    }
+    flags.push((
+        "rules.evaluation-interval".into(),
+        format_duration(rules_interval.as_millis().try_into().unwrap_or(i64::MAX)),
+    ));
+    let ms = |d: Duration| -> i64 { d.as_millis().try_into().unwrap_or(i64::MAX) };
+    let mut rule_times = [
+        (
+            "rules.alert.for-outage-tolerance",
+            args.rules_alert_for_outage_tolerance
+                .or(file.rules_alert_for_outage_tolerance),
+            "1h",
+            0i64,
+        ),
+        (
+            "rules.alert.for-grace-period",
+            args.rules_alert_for_grace_period
+                .or(file.rules_alert_for_grace_period),
+            "10m",
+            0,
+        ),
+        (
+            "rules.alert.resend-delay",
+            args.rules_alert_resend_delay
+                .or(file.rules_alert_resend_delay),
+            "1m",
+            0,
+        ),
+    ];
+    for (flag, given, default, out) in &mut rule_times {
+        let d = duration(given.as_deref().unwrap_or(default), flag)?;
+        *out = ms(d);
+        flags.push((flag.to_string(), format_duration(*out)));
+    }
+    let [
+        (_, _, _, outage_tolerance_ms),
+        (_, _, _, for_grace_ms),
+        (_, _, _, resend_delay_ms),
+    ] = rule_times;
+    let alerting_config = args.alerting_config.or(file.alerting_config);
+    let notify_config =
+        web::alerts::config(alerting_config.as_deref()).map_err(anyhow::Error::msg)?;
+    if let Some(p) = &alerting_config {
+        flags.push(("alerting.config".into(), p.display().to_string()));
+    }
+    let history_retention = duration(
+        args.alerting_history_retention
+            .or(file.alerting_history_retention)
+            .as_deref()
+            .unwrap_or("30d"),
+        "alerting.history-retention",
+    )?;
+    flags.push((
+        "alerting.history-retention".into(),
+        format_duration(ms(history_retention)),
+    ));
+    let external_url = args
+        .web_external_url
+        .or(file.web_external_url)
+        .unwrap_or_default();
     let mut push_limits = web::guard::Limits::default();
     if let Some(n) = args
         .push_max_series_per_job
@@ -381,6 +502,7 @@ fn server(args: ServerArgs) -> Result<()> {
         flags.push(("scrape.config".into(), p.display().to_string()));
     }
     raise_fd_limit();
+    let rule_engine = engine.clone();
     let settings = web::Settings {
         engine,
         query_max_concurrency: max_concurrency,
@@ -470,8 +592,138 @@ fn server(args: ServerArgs) -> Result<()> {
         let push_refresh = tokio::spawn(web::push::refresh(state.clone(), push_refresh));
         let manager = collector::scrape::Manager::new(db.clone()).map_err(anyhow::Error::msg)?;
         state.set_scrape(manager.clone());
-        let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel::<web::ReloadRequest>(4);
-        state.set_reload(reload_tx);
+        let alerts_db = data.join("alerts.db");
+        let notifier = alerting::notify::Notifier::open(
+            &alerts_db,
+            notify_config,
+            alerting::notify::Options {
+                history_retention,
+                external_url: external_url.clone(),
+                ..Default::default()
+            },
+        )
+        .await
+        .with_context(|| format!("{}: cannot open the notifier", alerts_db.display()))?;
+        state.set_notifier(notifier.clone());
+        let notifier_run = tokio::spawn(notifier.clone().run());
+        // Evaluations hand their alerts over here; the notifier takes them in order.
+        let (alerts_tx, mut alerts_rx) =
+            tokio::sync::mpsc::unbounded_channel::<Vec<alerting::notify::Alert>>();
+        let alert_feed = {
+            let notifier = notifier.clone();
+            tokio::spawn(async move {
+                while let Some(batch) = alerts_rx.recv().await {
+                    match notifier.put(batch).await {
+                        Ok(r) => {
+                            for (i, why) in r.rejected {
+                                tracing::warn!("alert {i} of a batch refused by the notifier: {why}");
+                            }
+                        }
+                        Err(e) => tracing::error!("handing alerts to the notifier: {e}"),
+                    }
+                }
+            })
+        };
+        let rule_manager = alerting::manager::Manager::new(
+            db.clone(),
+            alerting::manager::Settings {
+                default_interval_ms: rules_interval.as_millis().try_into().unwrap_or(60_000),
+                engine: rule_engine,
+                eval: alerting::eval::EvalOptions {
+                    external_url: external_url.clone(),
+                    resend_delay_ms,
+                    ..Default::default()
+                },
+                outage_tolerance_ms,
+                for_grace_ms,
+            },
+            {
+                let external_url = external_url.clone();
+                Arc::new(move |alerts: Vec<alerting::eval::Notification>| {
+                    let batch = alerts
+                        .iter()
+                        .map(|a| web::alerts::to_notify(a, &external_url))
+                        .collect();
+                    let _ = alerts_tx.send(batch);
+                })
+            },
+        );
+        let rules = Arc::new(web::rules::Rules::new(
+            rules_dir,
+            store.clone(),
+            rule_manager.clone(),
+        ));
+        let loaded = rules
+            .start()
+            .await
+            .map_err(|e| anyhow::anyhow!("the rules cannot be loaded:\n{e}"))?;
+        tracing::info!("rules: {loaded}");
+        state.set_rules(rules.clone());
+        let agent_up = tokio::spawn(host_info::agent_up(db.clone(), store.clone()));
+        // `/-/reload` and SIGHUP read the rules again, then the scrape configuration.
+        let (reload_tx, mut web_reloads) = tokio::sync::mpsc::channel::<web::ReloadRequest>(4);
+        let (scrape_tx, mut reload_rx) = tokio::sync::mpsc::channel::<web::ReloadRequest>(4);
+        let reloader = {
+            let rules = rules.clone();
+            let notifier = notifier.clone();
+            let alerting_config = alerting_config.clone();
+            // Rules first, then the notifier's configuration; either refused keeps all.
+            let reload_all = move || {
+                let (rules, notifier, alerting_config) =
+                    (rules.clone(), notifier.clone(), alerting_config.clone());
+                async move {
+                    let config = web::alerts::config(alerting_config.as_deref())
+                        .map_err(|e| format!("alerting config: {e}"))?;
+                    let m = rules.reload().await?;
+                    notifier
+                        .reload(config)
+                        .await
+                        .map_err(|e| format!("alerting config: {e}"))?;
+                    Ok::<_, String>(m)
+                }
+            };
+            tokio::spawn(async move {
+                use tokio::signal::unix::{SignalKind, signal};
+                let mut hup = signal(SignalKind::hangup()).ok();
+                loop {
+                    let hangup = async {
+                        match hup.as_mut() {
+                            Some(h) => h.recv().await,
+                            None => std::future::pending().await,
+                        }
+                    };
+                    tokio::select! {
+                        _ = hangup => match reload_all().await {
+                            Ok(m) => tracing::info!("SIGHUP: rules: {m}"),
+                            Err(e) => tracing::error!("SIGHUP: rules not reloaded, the running ones stay:\n{e}"),
+                        },
+                        req = web_reloads.recv() => {
+                            let Some(reply) = req else { return };
+                            let r = match reload_all().await {
+                                Ok(m) => {
+                                    tracing::info!("reload: rules: {m}");
+                                    let (tx, rx) = tokio::sync::oneshot::channel();
+                                    if scrape_tx.send(tx).await.is_err() {
+                                        Ok(format!("rules: {m}"))
+                                    } else {
+                                        match rx.await {
+                                            Ok(Ok(s)) => Ok(format!("rules: {m}; {s}")),
+                                            Ok(Err(e)) => Err(e),
+                                            Err(_) => Ok(format!("rules: {m}")),
+                                        }
+                                    }
+                                }
+                                Err(e) => {
+                                    tracing::error!("reload: rules not reloaded, the running ones stay:\n{e}");
+                                    Err(format!("rules: {e}"))
+                                }
+                            };
+                            let _ = reply.send(r);
+                        }
+                    }
+                }
+            })
+        };
         let scraper = match scrape_config {
             Some(path) => {
                 let s = scraping::Scraping::start(path, manager.clone(), store.clone())
@@ -484,6 +736,8 @@ fn server(args: ServerArgs) -> Result<()> {
                 }
             }),
         };
+        // Last: `/-/ready` answers ready from here on.
+        state.set_reload(reload_tx);
         tracing::info!("ready; data in {}", data.display());
         shutdown_signal().await;
         tracing::info!("shutting down");
@@ -493,6 +747,16 @@ fn server(args: ServerArgs) -> Result<()> {
         let _ = host_info.await;
         lost_watch.abort();
         let _ = lost_watch.await;
+        reloader.abort();
+        let _ = reloader.await;
+        agent_up.abort();
+        let _ = agent_up.await;
+        rule_manager.stop();
+        alert_feed.abort();
+        let _ = alert_feed.await;
+        notifier.shutdown().await;
+        notifier_run.abort();
+        let _ = notifier_run.await;
         exec_run.abort();
         let _ = exec_run.await;
         if let Err(e) = exec_engine.flush().await {
@@ -620,6 +884,9 @@ fn main() -> ExitCode {
         Command::Run(a) => return tasks_cli::status(tasks_cli::run(a)),
         Command::Tasks(a) => return tasks_cli::status(tasks_cli::tasks(a)),
         Command::Audit(a) => return tasks_cli::status(tasks_cli::audit(a)),
+        Command::Rules(a) => return rules_cli::run(a),
+        Command::Alerts(a) => alerts_cli::alerts(a),
+        Command::Silence(a) => alerts_cli::silence(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

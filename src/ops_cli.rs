@@ -99,9 +99,9 @@ pub struct TagArgs {
 
 /// A blocking client of the ops API.
 pub(crate) struct Client {
-    base: String,
+    pub(crate) base: String,
     token: String,
-    http: reqwest::blocking::Client,
+    pub(crate) http: reqwest::blocking::Client,
 }
 
 impl Client {
@@ -151,7 +151,7 @@ impl Client {
         self.send(req, &url)
     }
 
-    fn send(&self, req: reqwest::blocking::RequestBuilder, url: &str) -> Result<Value> {
+    pub(crate) fn send(&self, req: reqwest::blocking::RequestBuilder, url: &str) -> Result<Value> {
         let resp = req
             .bearer_auth(&self.token)
             .send()

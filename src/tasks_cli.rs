@@ -304,7 +304,7 @@ pub fn status(res: Result<u8>) -> ExitCode {
 /// Writes to stdout at once (output is line-based, followed as it comes); a closed
 /// stdout (`minos tasks list | head -1`) ends the program quietly, with status 0, as
 /// ripgrep does.
-fn emit(s: &str) {
+pub(crate) fn emit(s: &str) {
     let mut o = std::io::stdout().lock();
     if let Err(e) = o.write_all(s.as_bytes()).and_then(|()| o.flush())
         && e.kind() == std::io::ErrorKind::BrokenPipe
@@ -322,11 +322,11 @@ macro_rules! outln {
     ($($t:tt)*) => { emit(&format!("{}\n", format_args!($($t)*))) };
 }
 
-fn text(v: &Value) -> &str {
+pub(crate) fn text(v: &Value) -> &str {
     v.as_str().unwrap_or("")
 }
 
-fn query(pairs: &[(&str, String)]) -> String {
+pub(crate) fn query(pairs: &[(&str, String)]) -> String {
     let mut q = form_urlencoded::Serializer::new(String::new());
     for (k, v) in pairs {
         q.append_pair(k, v);
@@ -372,7 +372,7 @@ fn duration_text(ms: i64) -> String {
 }
 
 /// Rows of cells as left-aligned columns two spaces apart, without trailing blanks.
-fn columns(rows: &[Vec<String>]) -> String {
+pub(crate) fn columns(rows: &[Vec<String>]) -> String {
     let mut w: Vec<usize> = Vec::new();
     for r in rows {
         for (i, c) in r.iter().enumerate() {
@@ -400,7 +400,7 @@ fn columns(rows: &[Vec<String>]) -> String {
 }
 
 /// Cuts `s` to `n` characters, marking the cut with `…`.
-fn clip(s: &str, n: usize) -> String {
+pub(crate) fn clip(s: &str, n: usize) -> String {
     let one_line = s.replace('\n', " ");
     if one_line.chars().count() <= n {
         one_line
@@ -1304,7 +1304,7 @@ fn recipe_text(r: &Value) -> String {
 }
 
 /// `--since`: a duration ago (`1h`, `-1h`, `now-1h`), RFC 3339 or Unix seconds; in ms.
-fn since_ms(s: &str, now: i64) -> Result<i64> {
+pub(crate) fn since_ms(s: &str, now: i64) -> Result<i64> {
     let s = s.trim();
     let rel = s.strip_prefix("now").unwrap_or(s);
     let rel = rel.strip_prefix('-').unwrap_or(rel);

@@ -36,3 +36,6 @@ mod scrape;
 
 // Batch execution: tasks on real agents, recipes, the audit trail.
 mod tasks;
+
+// Alerting: rules in a real server, alert states across restarts, reloads, HostLost.
+mod alerting;

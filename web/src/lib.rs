@@ -21,6 +21,7 @@
 //!   remote_write) and the ops API's view of agents.
 
 pub mod agentapi;
+pub mod alerts;
 pub mod api;
 pub mod channel;
 pub mod export;
@@ -30,6 +31,7 @@ pub mod opsapi;
 pub mod params;
 pub mod push;
 pub mod query;
+pub mod rules;
 pub mod slots;
 pub mod status;
 pub mod tasks;
@@ -89,6 +91,10 @@ pub struct AppState {
     hub: OnceLock<Arc<channel::Hub>>,
     /// Set once the task engine has opened (before the agent channel).
     exec: OnceLock<Arc<tasks::Exec>>,
+    /// Set once the rules are loaded.
+    rules: OnceLock<Arc<rules::Rules>>,
+    /// Set once the notifier has opened.
+    notifier: OnceLock<Arc<alerting::notify::Notifier>>,
     /// Set once the push store has opened.
     push: OnceLock<Arc<push::PushState>>,
     /// Set once the scrape manager runs: its targets feed `/api/v1/targets`.
@@ -121,6 +127,8 @@ impl AppState {
             inventory: OnceLock::new(),
             hub: OnceLock::new(),
             exec: OnceLock::new(),
+            rules: OnceLock::new(),
+            notifier: OnceLock::new(),
             push: OnceLock::new(),
             scrape: OnceLock::new(),
             reload: OnceLock::new(),
@@ -186,6 +194,24 @@ impl AppState {
 
     pub(crate) fn exec(&self) -> Option<&Arc<exec::engine::Engine>> {
         self.exec.get().map(|e| &e.engine)
+    }
+
+    /// Makes the rules available to the API.
+    pub fn set_rules(&self, rules: Arc<rules::Rules>) {
+        let _ = self.rules.set(rules);
+    }
+
+    /// Makes the notifier available to the API.
+    pub fn set_notifier(&self, n: Arc<alerting::notify::Notifier>) {
+        let _ = self.notifier.set(n);
+    }
+
+    pub(crate) fn notifier(&self) -> Option<&Arc<alerting::notify::Notifier>> {
+        self.notifier.get()
+    }
+
+    pub(crate) fn rules(&self) -> Option<&Arc<rules::Rules>> {
+        self.rules.get()
     }
 
     pub(crate) fn tasks(&self) -> Option<&Arc<tasks::Exec>> {
@@ -263,8 +289,8 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(query::query_exemplars).post(query::query_exemplars),
         )
         .route("/api/v1/metadata", get(status::metadata))
-        .route("/api/v1/rules", get(status::rules))
-        .route("/api/v1/alerts", get(status::alerts))
+        .route("/api/v1/rules", get(rules::api_rules))
+        .route("/api/v1/alerts", get(rules::api_alerts))
         .route("/api/v1/targets", get(status::targets))
         .route("/api/v1/targets/metadata", get(status::targets_metadata))
         .route("/api/v1/alertmanagers", get(status::alertmanagers))
@@ -316,6 +342,23 @@ fn ops_router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/recipes", get(tasks::recipes).post(tasks::add_recipe))
         .route("/recipes/{name}", get(tasks::recipe))
         .route("/audit", get(tasks::audit))
+        .route("/rules", get(rules::list_groups))
+        .route("/alerts", get(alerts::list))
+        .route("/alerts/history", get(alerts::history))
+        .route(
+            "/alerts/{fingerprint}/ack",
+            post(alerts::ack).delete(alerts::unack),
+        )
+        .route("/notifications", get(alerts::notifications))
+        .route("/silences", get(alerts::silences).post(alerts::add_silence))
+        .route(
+            "/silences/{id}",
+            axum::routing::delete(alerts::expire_silence),
+        )
+        .route(
+            "/rules/{group}",
+            axum::routing::put(rules::put_group).delete(rules::delete_group),
+        )
         .route("/audit/verify", get(tasks::verify_audit))
         .route(
             "/agents/{host}/messages",

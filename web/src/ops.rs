@@ -20,6 +20,12 @@ pub async fn healthy() -> &'static str {
 /// `GET /-/ready`: the storage engine is open and accepting data.
 pub async fn ready(State(st): State<Arc<AppState>>) -> Response {
     match st.db() {
+        // The reloader is set last, once the rules and scraping run.
+        Ok(_) if st.reloader().is_none() => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "starting: loading the rules\n",
+        )
+            .into_response(),
         Ok(_) => "Minos is Ready.\n".into_response(),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.message + "\n").into_response(),
     }
@@ -117,6 +123,7 @@ pub async fn metrics(State(st): State<Arc<AppState>>) -> Response {
     if let Some(hub) = st.hub() {
         channel_metrics(&mut out, &st, hub);
     }
+    rule_metrics(&mut out, &st);
     let slots = &st.slots;
     metric(
         &mut out,
@@ -294,6 +301,39 @@ pub async fn metrics(State(st): State<Arc<AppState>>) -> Response {
         );
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+/// The rule groups' evaluation counters.
+fn rule_metrics(out: &mut String, st: &AppState) {
+    let groups = crate::rules::metric_samples(st);
+    for (i, (name, kind, help)) in [
+        (
+            "minos_rule_evaluations_total",
+            "counter",
+            "Rule evaluations, by group.",
+        ),
+        (
+            "minos_rule_evaluation_failures_total",
+            "counter",
+            "Rule evaluations that failed, by group.",
+        ),
+        (
+            "minos_rule_group_last_duration_seconds",
+            "gauge",
+            "How long the group's latest evaluation took.",
+        ),
+        (
+            "minos_rule_group_iterations_missed_total",
+            "counter",
+            "Evaluations skipped because the previous one ran long.",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let samples: Vec<(&str, f64)> = groups.iter().map(|(l, v)| (l.as_str(), v[i])).collect();
+        metric(out, name, kind, help, &samples);
+    }
 }
 
 /// The agent channel's gauges and counters.

@@ -1,0 +1,205 @@
+//! The rule manager: every loaded group evaluated on its own schedule, results written
+//! to the storage engine, alerts handed to the notifier.
+//!
+//! Each group runs in a loop of its own ([`crate::eval::Schedule`]: aligned slots,
+//! overrun slots skipped and counted), so evaluations of one group never overlap and a
+//! slow group does not delay the others. An evaluation runs on the blocking pool. After
+//! the first evaluation following start-up, the alerts are restored from
+//! `ALERTS_FOR_STATE` ([`GroupState::restore`]) before their series are written.
+//!
+//! [`Manager::update`] replaces the set of groups (a reload, or a group changed through
+//! the API): a group whose definition did not change keeps running untouched; a changed
+//! one takes over the old one's alerts and series ([`GroupState::copy_state_from`]); a
+//! removed one stops.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::eval::{EvalOptions, GroupState, Notification, Schedule};
+use crate::rulefile::Group;
+
+/// What the manager needs from the server.
+#[derive(Clone)]
+pub struct Settings {
+    /// Interval of groups that set none (`--rules.evaluation-interval`).
+    pub default_interval_ms: i64,
+    pub engine: promql::EngineOptions,
+    pub eval: EvalOptions,
+    /// How far back alerts are restored from (`--rules.alert.for-outage-tolerance`).
+    pub outage_tolerance_ms: i64,
+    /// `--rules.alert.for-grace-period`.
+    pub for_grace_ms: i64,
+}
+
+/// Receives the alerts due for sending after each evaluation.
+pub type Send = Arc<dyn Fn(Vec<Notification>) + std::marker::Send + Sync>;
+
+struct Running {
+    /// The definition it runs (its debug form), to tell a changed group.
+    definition: String,
+    state: Arc<Mutex<GroupState>>,
+    task: tokio::task::JoinHandle<()>,
+    missed: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// The rule manager. See the module documentation.
+pub struct Manager {
+    db: Arc<tsdb::Db>,
+    settings: Settings,
+    send: Send,
+    groups: Mutex<BTreeMap<String, Running>>,
+}
+
+fn now_ms() -> i64 {
+    tsdb::now_ms()
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding the lock is a bug; the state stays usable.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A group as the API shows it: its state (cloned) and its counters.
+pub struct GroupView {
+    pub state: GroupState,
+    pub missed: u64,
+}
+
+impl Manager {
+    pub fn new(db: Arc<tsdb::Db>, settings: Settings, send: Send) -> Arc<Manager> {
+        Arc::new(Manager {
+            db,
+            settings,
+            send,
+            groups: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    /// Runs exactly these groups from now on. `first` says whether they come with the
+    /// server's start (their alerts are restored) or later (nothing to restore).
+    pub fn update(self: &Arc<Self>, groups: Vec<Group>, first: bool) {
+        let mut running = lock(&self.groups);
+        let mut next: BTreeMap<String, Running> = BTreeMap::new();
+        for g in groups {
+            let key = g.key();
+            let definition = format!("{g:?}");
+            if let Some(old) = running.remove(&key) {
+                if old.definition == definition {
+                    next.insert(key, old);
+                    continue;
+                }
+                old.task.abort();
+                let mut state = GroupState::new(g, self.settings.default_interval_ms);
+                state.copy_state_from(&lock(&old.state));
+                next.insert(key, self.start(state, definition));
+                continue;
+            }
+            let state = GroupState::new(g, self.settings.default_interval_ms);
+            let state = if first {
+                state
+            } else {
+                state.without_restore()
+            };
+            next.insert(key, self.start(state, definition));
+        }
+        for (key, old) in std::mem::take(&mut *running) {
+            tracing::info!("rule group {key} removed");
+            old.task.abort();
+        }
+        *running = next;
+    }
+
+    fn start(self: &Arc<Self>, state: GroupState, definition: String) -> Running {
+        let state = Arc::new(Mutex::new(state));
+        let missed = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let task = tokio::spawn(self.clone().group_loop(state.clone(), missed.clone()));
+        Running {
+            definition,
+            state,
+            task,
+            missed,
+        }
+    }
+
+    async fn group_loop(
+        self: Arc<Self>,
+        state: Arc<Mutex<GroupState>>,
+        missed: Arc<std::sync::atomic::AtomicU64>,
+    ) {
+        let (file, name, interval) = {
+            let g = lock(&state);
+            (
+                g.group().file.clone(),
+                g.group().name.clone(),
+                g.interval_ms(),
+            )
+        };
+        let mut schedule = Schedule::new(&file, &name, interval, now_ms());
+        loop {
+            let wait = schedule.next_ms() - now_ms();
+            if wait > 0 {
+                tokio::time::sleep(Duration::from_millis(wait.unsigned_abs())).await;
+            }
+            let Some((ts, skipped)) = schedule.due(now_ms()) else {
+                continue;
+            };
+            if skipped > 0 {
+                missed.fetch_add(skipped, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!("rule group {name} ({file}): {skipped} evaluations missed");
+            }
+            let (db, settings, st) = (self.db.clone(), self.settings.clone(), state.clone());
+            let done = tokio::task::spawn_blocking(move || {
+                let engine = promql::Engine::new(settings.engine.clone());
+                let mut g = lock(&st);
+                let mut res = g.eval(db.as_ref(), db.as_ref(), &engine, ts, &settings.eval);
+                if g.restore_pending() {
+                    g.restore(
+                        db.as_ref(),
+                        ts,
+                        settings.outage_tolerance_ms,
+                        settings.for_grace_ms,
+                    );
+                    // Evaluated again at once, so restored alerts take their state (a
+                    // firing one fires again) without a pending interval in between;
+                    // samples of the same timestamp are dropped as duplicates. What the
+                    // first evaluation had due for sending is sent too (it counts as
+                    // sent for the second).
+                    let again = g.eval(db.as_ref(), db.as_ref(), &engine, ts, &settings.eval);
+                    res.firing.extend(again.firing);
+                    res.resolved.extend(again.resolved);
+                }
+                res
+            })
+            .await;
+            match done {
+                Ok(res) => {
+                    let mut out = res.firing;
+                    out.extend(res.resolved);
+                    if !out.is_empty() {
+                        (self.send)(out);
+                    }
+                }
+                Err(e) => tracing::error!("rule group {name} ({file}): evaluation failed: {e}"),
+            }
+        }
+    }
+
+    /// Every group, by key: a copy of its state.
+    pub fn groups(&self) -> Vec<GroupView> {
+        lock(&self.groups)
+            .values()
+            .map(|r| GroupView {
+                state: lock(&r.state).clone(),
+                missed: r.missed.load(std::sync::atomic::Ordering::Relaxed),
+            })
+            .collect()
+    }
+
+    /// Stops every group.
+    pub fn stop(&self) {
+        for (_, r) in std::mem::take(&mut *lock(&self.groups)) {
+            r.task.abort();
+        }
+    }
+}

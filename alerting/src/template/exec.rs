@@ -1,0 +1,994 @@
+/*!
+The executor: walks a parsed template over the alert data, following Go's
+`text/template/exec.go` with Prometheus' `missingkey=zero` option (a missing
+label is an empty string).
+
+Execution is bounded so that no template can hang an evaluation or exhaust
+memory or the stack: output and every string a function builds are capped
+at [`MAX_OUTPUT`] bytes, evaluation steps at [`MAX_STEPS`], `{{template}}`
+recursion at [`MAX_TEMPLATE_DEPTH`] and all nesting at [`MAX_EXEC_DEPTH`].
+*/
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use super::funcs::{self, Func, Param, Sig};
+use super::gofmt;
+use super::parse::{Arg, Branch, List, Node, Pipe};
+use super::value::{Dot, Sample, Time, Value};
+use super::{Data, QueryFn};
+
+/// Largest output, and largest string any function may build, in bytes.
+pub(super) const MAX_OUTPUT: usize = 1 << 20;
+/// Deepest `{{template}}`/`tmpl` recursion.
+pub(super) const MAX_TEMPLATE_DEPTH: usize = 100;
+/// Deepest nesting of pipelines, control structures and template calls
+/// together; bounds the executor's stack use.
+pub(super) const MAX_EXEC_DEPTH: usize = 250;
+/// Most nodes and commands one execution may evaluate.
+pub(super) const MAX_STEPS: u64 = 5_000_000;
+/// Compiled regular expressions kept per execution.
+const MAX_CACHED_REGEXES: usize = 64;
+
+/// What an execution runs: the main tree, its name and the defined ones.
+pub(super) struct Program<'a> {
+    pub(super) name: &'a str,
+    pub(super) root: &'a List,
+    pub(super) defs: &'a BTreeMap<String, List>,
+}
+
+impl Program<'_> {
+    fn lookup(&self, name: &str) -> Option<List> {
+        if let Some(l) = self.defs.get(name) {
+            return Some(l.clone());
+        }
+        (name == self.name).then(|| self.root.clone())
+    }
+}
+
+/// An execution error, located at the command that failed once known.
+/// Boxed so that results stay small on the executor's recursive path.
+#[derive(Debug)]
+pub(super) struct ExecError(Box<ErrorInner>);
+
+#[derive(Debug)]
+struct ErrorInner {
+    msg: String,
+    /// Source range of the failing command.
+    at: Option<(usize, usize)>,
+}
+
+impl ExecError {
+    #[cold]
+    #[inline(never)]
+    fn new(msg: impl Into<String>) -> ExecError {
+        ExecError(Box::new(ErrorInner {
+            msg: msg.into(),
+            at: None,
+        }))
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn locate(mut self, start: usize, end: usize) -> ExecError {
+        if self.0.at.is_none() {
+            self.0.at = Some((start, end));
+        }
+        self
+    }
+
+    /// `line:col: executing at <context>: message`, like Go's
+    /// `ErrorContext` (contexts are cut at 20 characters).
+    pub(super) fn render(&self, src: &str) -> String {
+        match self.0.at {
+            Some((s, e)) => {
+                let ctx = src.get(s..e).unwrap_or_default();
+                let ctx = if ctx.chars().count() > 20 {
+                    format!("{}...", ctx.chars().take(20).collect::<String>())
+                } else {
+                    ctx.to_string()
+                };
+                format!(
+                    "{}: executing at <{ctx}>: {}",
+                    super::line_col(src, s),
+                    self.0.msg
+                )
+            }
+            None => self.0.msg.clone(),
+        }
+    }
+}
+
+type R<T> = Result<T, ExecError>;
+
+/// How a list of nodes ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    Normal,
+    Break,
+    Continue,
+}
+
+pub(super) fn execute(
+    prog: &Program<'_>,
+    data: &Data,
+    query: Option<&dyn QueryFn>,
+) -> Result<String, ExecError> {
+    let dot = Arc::new(Dot {
+        labels: Arc::new(data.labels.clone()),
+        external_labels: Arc::new(data.external_labels.clone()),
+        external_url: Arc::from(data.external_url.as_str()),
+        value: data.value,
+    });
+    let dot_value = Value::Dot(dot.clone());
+    let mut st = State {
+        prog,
+        dot: dot.clone(),
+        query,
+        vars: vec![
+            (Arc::from("$"), dot_value.clone()),
+            (Arc::from("$labels"), Value::Labels(dot.labels.clone())),
+            (
+                Arc::from("$externalLabels"),
+                Value::Labels(dot.external_labels.clone()),
+            ),
+            (
+                Arc::from("$externalURL"),
+                Value::Str(dot.external_url.clone()),
+            ),
+            (Arc::from("$value"), Value::Float(dot.value)),
+        ],
+        out: String::new(),
+        depth: 0,
+        tmpl_depth: 0,
+        steps: 0,
+        regexes: HashMap::new(),
+    };
+    // A text made only of definitions runs the definition of its own name,
+    // as in Go.
+    let main = match prog.defs.get(prog.name) {
+        Some(def)
+            if prog
+                .root
+                .iter()
+                .all(|n| matches!(n, Node::Text(t) if t.trim().is_empty())) =>
+        {
+            def.clone()
+        }
+        _ => prog.root.clone(),
+    };
+    st.walk_list(&dot_value, &main)?;
+    Ok(st.out)
+}
+
+struct State<'a> {
+    prog: &'a Program<'a>,
+    dot: Arc<Dot>,
+    query: Option<&'a dyn QueryFn>,
+    /// Variables in scope, innermost last; truncated when a scope ends.
+    vars: Vec<(Arc<str>, Value)>,
+    out: String,
+    depth: usize,
+    tmpl_depth: usize,
+    steps: u64,
+    regexes: HashMap<String, Result<regex::Regex, String>>,
+}
+
+impl State<'_> {
+    fn step(&mut self) -> R<()> {
+        self.steps += 1;
+        if self.steps > MAX_STEPS {
+            return Err(ExecError::new(format!(
+                "execution took more than {MAX_STEPS} steps"
+            )));
+        }
+        Ok(())
+    }
+
+    fn enter(&mut self) -> R<()> {
+        if self.depth >= MAX_EXEC_DEPTH {
+            return Err(ExecError::new(format!(
+                "execution nested deeper than {MAX_EXEC_DEPTH} levels"
+            )));
+        }
+        self.depth += 1;
+        Ok(())
+    }
+
+    fn leave(&mut self) {
+        self.depth -= 1;
+    }
+
+    fn write(&mut self, s: &str) -> R<()> {
+        if self.out.len() + s.len() > MAX_OUTPUT {
+            return Err(ExecError::new(format!("output exceeds {MAX_OUTPUT} bytes")));
+        }
+        self.out.push_str(s);
+        Ok(())
+    }
+
+    fn walk_list(&mut self, dot: &Value, list: &[Node]) -> R<Flow> {
+        for n in list {
+            let flow = self.walk(dot, n)?;
+            if flow != Flow::Normal {
+                return Ok(flow);
+            }
+        }
+        Ok(Flow::Normal)
+    }
+
+    fn walk(&mut self, dot: &Value, node: &Node) -> R<Flow> {
+        self.step()?;
+        match node {
+            Node::Text(t) => self.write(t)?,
+            Node::Action(pipe) => {
+                let v = self.eval_pipeline(dot, pipe)?;
+                if pipe.decl.is_empty() {
+                    self.print(&v)?;
+                }
+            }
+            Node::If(b) => return self.walk_if_with(dot, b, false),
+            Node::With(b) => return self.walk_if_with(dot, b, true),
+            Node::Range(b) => return self.walk_range(dot, b),
+            Node::Template { pos, name, pipe } => {
+                let value = match pipe {
+                    Some(p) => self.eval_pipeline(dot, p)?,
+                    None => Value::Nil,
+                };
+                self.call_template(name, value)
+                    .map_err(|e| e.locate(*pos, *pos + name.len() + 2))?;
+            }
+            Node::Break => return Ok(Flow::Break),
+            Node::Continue => return Ok(Flow::Continue),
+        }
+        Ok(Flow::Normal)
+    }
+
+    /// Go's `printValue`: how an action shows its value.
+    #[inline(never)]
+    fn print(&mut self, v: &Value) -> R<()> {
+        match v {
+            Value::Str(s) => self.write(s),
+            Value::Nil => self.write("<no value>"),
+            // Go prints what a pointer points to.
+            Value::Sample(_) => {
+                let text = gofmt::sprint_value(v);
+                self.write(text.strip_prefix('&').unwrap_or(&text))
+            }
+            other => self.write(&gofmt::sprint_value(other)),
+        }
+    }
+
+    fn walk_if_with(&mut self, dot: &Value, b: &Branch, with: bool) -> R<Flow> {
+        self.enter()?;
+        let mark = self.vars.len();
+        let val = self.eval_pipeline(dot, &b.pipe)?;
+        let flow = if val.truth() {
+            let dot = if with { &val } else { dot };
+            self.walk_list(dot, &b.list)?
+        } else if let Some(e) = &b.else_list {
+            self.walk_list(dot, e)?
+        } else {
+            Flow::Normal
+        };
+        self.vars.truncate(mark);
+        self.leave();
+        Ok(flow)
+    }
+
+    fn walk_range(&mut self, dot: &Value, b: &Branch) -> R<Flow> {
+        self.enter()?;
+        let mark = self.vars.len();
+        let val = self.eval_pipeline(dot, &b.pipe)?;
+        let body = self.vars.len();
+        let mut ran = false;
+        let mut each = |st: &mut Self, index: Value, elem: Value| -> R<bool> {
+            ran = true;
+            let flow = st.one_iteration(b, body, index, elem)?;
+            Ok(flow != Flow::Break)
+        };
+        match &val {
+            Value::Samples(list) => {
+                for (i, s) in list.iter().enumerate() {
+                    if !each(self, Value::Int(i as i64), Value::Sample(s.clone()))? {
+                        break;
+                    }
+                }
+            }
+            Value::Labels(m) => {
+                for (k, v) in m.iter() {
+                    if !each(self, Value::str(k), Value::str(v))? {
+                        break;
+                    }
+                }
+            }
+            Value::Map(m) => {
+                for (k, v) in m.iter() {
+                    if !each(self, Value::str(k), v.clone())? {
+                        break;
+                    }
+                }
+            }
+            Value::Int(n) => {
+                if b.pipe.decl.len() > 1 {
+                    return Err(ExecError::new(format!(
+                        "can't use {n} to iterate over more than one variable"
+                    ))
+                    .locate(b.pipe.pos, b.pipe.pos));
+                }
+                for i in 0..*n {
+                    if !each(self, Value::Int(i), Value::Int(i))? {
+                        break;
+                    }
+                }
+            }
+            Value::Nil => {}
+            other => {
+                let cmd = &b.pipe.cmds[0];
+                return Err(ExecError::new(format!(
+                    "range can't iterate over {}",
+                    gofmt::sprint_value(other)
+                ))
+                .locate(cmd.start, cmd.end));
+            }
+        }
+        let mut flow = Flow::Normal;
+        if !ran && let Some(e) = &b.else_list {
+            flow = self.walk_list(dot, e)?;
+        }
+        self.vars.truncate(mark);
+        self.leave();
+        Ok(flow)
+    }
+
+    /// One iteration of a range: sets the range's variables (Go's
+    /// `setTopVar`: the element last, the index before it) and walks the
+    /// body with the element as dot.
+    fn one_iteration(&mut self, b: &Branch, body: usize, index: Value, elem: Value) -> R<Flow> {
+        self.step()?;
+        let decl = &b.pipe.decl;
+        if b.pipe.is_assign {
+            match decl.as_slice() {
+                [v] => self.set_var(v, elem.clone())?,
+                [k, v] => {
+                    self.set_var(k, index)?;
+                    self.set_var(v, elem.clone())?;
+                }
+                _ => {}
+            }
+        } else {
+            if !decl.is_empty() {
+                self.vars[body - 1].1 = elem.clone();
+            }
+            if decl.len() > 1 {
+                self.vars[body - 2].1 = index;
+            }
+        }
+        let flow = self.walk_list(&elem, &b.list);
+        self.vars.truncate(body);
+        Ok(match flow? {
+            Flow::Continue => Flow::Normal,
+            f => f,
+        })
+    }
+
+    /// Runs template `name` with `value` as dot, in a fresh variable scope.
+    fn call_template(&mut self, name: &str, value: Value) -> R<()> {
+        let Some(tree) = self.prog.lookup(name) else {
+            return Err(ExecError::new(format!(
+                "template {} not defined",
+                gofmt::quote(name)
+            )));
+        };
+        if self.tmpl_depth >= MAX_TEMPLATE_DEPTH {
+            return Err(ExecError::new(format!(
+                "exceeded maximum template depth ({MAX_TEMPLATE_DEPTH})"
+            )));
+        }
+        self.enter()?;
+        let saved = std::mem::replace(&mut self.vars, vec![(Arc::from("$"), value.clone())]);
+        self.tmpl_depth += 1;
+        let r = self.walk_list(&value, &tree);
+        self.tmpl_depth -= 1;
+        self.vars = saved;
+        self.leave();
+        r.map(|_| ())
+    }
+
+    fn eval_pipeline(&mut self, dot: &Value, pipe: &Pipe) -> R<Value> {
+        self.enter()?;
+        let mut value = None;
+        for cmd in &pipe.cmds {
+            self.step()?;
+            let v = self
+                .eval_command(dot, &cmd.args, value)
+                .map_err(|e| e.locate(cmd.start, cmd.end))?;
+            value = Some(v);
+        }
+        let value = value.unwrap_or(Value::Nil);
+        for d in &pipe.decl {
+            if pipe.is_assign {
+                self.set_var(d, value.clone())
+                    .map_err(|e| e.locate(pipe.pos, pipe.pos + d.len()))?;
+            } else {
+                self.vars.push((d.clone(), value.clone()));
+            }
+        }
+        self.leave();
+        Ok(value)
+    }
+
+    fn var_value(&self, name: &str) -> R<Value> {
+        self.vars
+            .iter()
+            .rev()
+            .find(|(n, _)| &**n == name)
+            .map(|(_, v)| v.clone())
+            .ok_or_else(|| ExecError::new(format!("undefined variable: {name}")))
+    }
+
+    fn set_var(&mut self, name: &str, value: Value) -> R<()> {
+        match self.vars.iter_mut().rev().find(|(n, _)| &**n == name) {
+            Some(slot) => {
+                slot.1 = value;
+                Ok(())
+            }
+            None => Err(ExecError::new(format!("undefined variable: {name}"))),
+        }
+    }
+
+    /// Go's `evalCommand`: `args[0]` decides; `fin` is the previous
+    /// pipeline stage's value, passed as the last argument.
+    fn eval_command(&mut self, dot: &Value, args: &[Arg], fin: Option<Value>) -> R<Value> {
+        let rest = &args[1..];
+        match &args[0] {
+            Arg::Field(names) => self.eval_field_chain(dot, dot.clone(), names, rest, fin),
+            Arg::Chain(node, names) => {
+                let recv = self.eval_chain_head(dot, node)?;
+                self.eval_field_chain(dot, recv, names, rest, fin)
+            }
+            Arg::Func(f) => self.eval_function(dot, *f, rest, fin),
+            Arg::Variable(name, fields) => {
+                let v = self.var_value(name)?;
+                if fields.is_empty() {
+                    not_a_function(args, fin.is_some())?;
+                    return Ok(v);
+                }
+                self.eval_field_chain(dot, v, fields, rest, fin)
+            }
+            Arg::Pipe(p) => {
+                not_a_function(args, fin.is_some())?;
+                self.eval_pipeline(dot, p)
+            }
+            Arg::Nil => Err(ExecError::new("nil is not a command")),
+            Arg::Dot => {
+                not_a_function(args, fin.is_some())?;
+                Ok(dot.clone())
+            }
+            Arg::Const(v) => {
+                not_a_function(args, fin.is_some())?;
+                Ok(v.clone())
+            }
+            Arg::Number(n) => {
+                not_a_function(args, fin.is_some())?;
+                Ok(n.ideal())
+            }
+        }
+    }
+
+    /// The value before the fields of `(pipeline).A` or `func.A`.
+    fn eval_chain_head(&mut self, dot: &Value, node: &Arg) -> R<Value> {
+        match node {
+            Arg::Pipe(p) => self.eval_pipeline(dot, p),
+            Arg::Func(f) => self.eval_function(dot, *f, &[], None),
+            other => self.eval_arg(dot, other, Param::Any),
+        }
+    }
+
+    fn eval_field_chain(
+        &mut self,
+        dot: &Value,
+        receiver: Value,
+        names: &[Arc<str>],
+        args: &[Arg],
+        fin: Option<Value>,
+    ) -> R<Value> {
+        let Some((last, path)) = names.split_last() else {
+            return Ok(receiver);
+        };
+        let mut recv = receiver;
+        // A missing entry of an `interface{}` map is a nil interface, which
+        // Go refuses to walk through (a missing label is just "").
+        let mut nil_interface = false;
+        for name in path {
+            if nil_interface {
+                return Err(nil_interface_error(name));
+            }
+            let from_map = matches!(recv, Value::Map(_));
+            recv = self.eval_field(dot, name, &[], None, recv)?;
+            nil_interface = from_map && matches!(recv, Value::Nil);
+        }
+        if nil_interface {
+            return Err(nil_interface_error(last));
+        }
+        self.eval_field(dot, last, args, fin, recv)
+    }
+
+    /// Go's `evalField`: a method of a time, a field of a struct or the
+    /// entry of a map.
+    fn eval_field(
+        &mut self,
+        dot: &Value,
+        name: &str,
+        args: &[Arg],
+        fin: Option<Value>,
+        recv: Value,
+    ) -> R<Value> {
+        let has_args = !args.is_empty() || fin.is_some();
+        let field = |v: Option<Value>, recv: &Value| -> R<Value> {
+            match v {
+                None => Err(ExecError::new(format!(
+                    "can't evaluate field {name} in type {}",
+                    recv.type_name()
+                ))),
+                Some(_) if has_args => Err(ExecError::new(format!(
+                    "{name} has arguments but cannot be invoked as function"
+                ))),
+                Some(v) => Ok(v),
+            }
+        };
+        match &recv {
+            // Prometheus' missingkey=zero: walking through a missing value
+            // gives a missing value.
+            Value::Nil => Ok(Value::Nil),
+            Value::Time(t) => self.time_method(dot, *t, name, args, fin),
+            Value::Dot(d) => {
+                let v = match name {
+                    "Labels" => Some(Value::Labels(d.labels.clone())),
+                    "ExternalLabels" => Some(Value::Labels(d.external_labels.clone())),
+                    "ExternalURL" => Some(Value::Str(d.external_url.clone())),
+                    "Value" => Some(Value::Float(d.value)),
+                    _ => None,
+                };
+                field(v, &recv)
+            }
+            Value::Sample(s) => {
+                let v = match name {
+                    "Labels" => Some(Value::Labels(s.labels.clone())),
+                    "Value" => Some(Value::Float(s.value)),
+                    _ => None,
+                };
+                field(v, &recv)
+            }
+            Value::Labels(m) => {
+                if has_args {
+                    return Err(ExecError::new(format!(
+                        "{name} is not a method but has arguments"
+                    )));
+                }
+                Ok(Value::str(m.get(name).map_or("", String::as_str)))
+            }
+            Value::Map(m) => {
+                if has_args {
+                    return Err(ExecError::new(format!(
+                        "{name} is not a method but has arguments"
+                    )));
+                }
+                Ok(m.get(name).cloned().unwrap_or(Value::Nil))
+            }
+            other => Err(ExecError::new(format!(
+                "can't evaluate field {name} in type {}",
+                other.type_name()
+            ))),
+        }
+    }
+
+    /// The methods of Go's `time.Time` that make sense on a UTC instant.
+    fn time_method(
+        &mut self,
+        dot: &Value,
+        t: Time,
+        name: &str,
+        args: &[Arg],
+        fin: Option<Value>,
+    ) -> R<Value> {
+        const NONE: Sig = Sig {
+            fixed: &[],
+            variadic: None,
+        };
+        const LAYOUT: Sig = Sig {
+            fixed: &[Param::Str],
+            variadic: None,
+        };
+        let sig = match name {
+            "Format" => LAYOUT,
+            "Unix" | "UnixMilli" | "UnixNano" | "UTC" | "Local" | "String" | "Year" | "Month"
+            | "Day" | "Hour" | "Minute" | "Second" | "Nanosecond" | "YearDay" | "Weekday"
+            | "IsZero" => NONE,
+            _ => {
+                return Err(ExecError::new(format!(
+                    "can't evaluate field {name} in type *time.Time"
+                )));
+            }
+        };
+        let argv = self.collect_args(dot, &sig, name, args, fin)?;
+        let c = t.civil();
+        Ok(match name {
+            "Format" => {
+                let layout = match &argv[0] {
+                    Value::Str(s) => s.clone(),
+                    _ => Arc::from(""),
+                };
+                if layout.len() > 1024 {
+                    return Err(ExecError::new("error calling Format: layout too long"));
+                }
+                Value::str(&t.format(&layout))
+            }
+            "Unix" => Value::Int(t.secs),
+            "UnixMilli" => Value::Int(t.secs.saturating_mul(1000) + i64::from(t.nanos / 1_000_000)),
+            "UnixNano" => Value::Int(
+                t.secs
+                    .saturating_mul(1_000_000_000)
+                    .saturating_add(i64::from(t.nanos)),
+            ),
+            "UTC" | "Local" => Value::Time(t),
+            "String" => Value::str(&t.to_string()),
+            "Year" => Value::Int(c.year),
+            "Month" => Value::str(super::value::MONTHS[c.month as usize - 1]),
+            "Day" => Value::Int(i64::from(c.day)),
+            "Hour" => Value::Int(i64::from(c.hour)),
+            "Minute" => Value::Int(i64::from(c.minute)),
+            "Second" => Value::Int(i64::from(c.second)),
+            "Nanosecond" => Value::Int(i64::from(t.nanos)),
+            "YearDay" => Value::Int(i64::from(c.yday + 1)),
+            "Weekday" => Value::str(super::value::WEEKDAYS[c.weekday as usize]),
+            _ => Value::Bool(t.secs == -62_135_596_800 && t.nanos == 0),
+        })
+    }
+
+    /// Go's `evalCall` argument handling: arity, then each argument
+    /// evaluated against its parameter type, the piped value last.
+    fn collect_args(
+        &mut self,
+        dot: &Value,
+        sig: &Sig,
+        name: &str,
+        args: &[Arg],
+        fin: Option<Value>,
+    ) -> R<Vec<Value>> {
+        let num_in = args.len() + usize::from(fin.is_some());
+        let nfixed = sig.fixed.len();
+        let arity_ok = if sig.variadic.is_some() {
+            num_in >= nfixed
+        } else {
+            num_in == nfixed
+        };
+        if !arity_ok {
+            return Err(wrong_arg_count(name, sig, args.len(), num_in));
+        }
+        let mut argv = Vec::with_capacity(num_in);
+        for (i, a) in args.iter().enumerate() {
+            argv.push(self.eval_arg(dot, a, sig.param(i))?);
+        }
+        if let Some(v) = fin {
+            argv.push(validate(v, sig.param(args.len()))?);
+        }
+        Ok(argv)
+    }
+
+    /// Go's `evalArg`: literals are checked against the parameter type
+    /// directly, everything else is evaluated and then checked.
+    fn eval_arg(&mut self, dot: &Value, arg: &Arg, p: Param) -> R<Value> {
+        let v = match arg {
+            Arg::Dot => dot.clone(),
+            Arg::Nil => {
+                return match p {
+                    Param::Str => Err(ExecError::new("cannot assign nil to string")),
+                    _ => Ok(Value::Nil),
+                };
+            }
+            Arg::Field(names) => self.eval_field_chain(dot, dot.clone(), names, &[], None)?,
+            Arg::Variable(name, fields) => {
+                let v = self.var_value(name)?;
+                self.eval_field_chain(dot, v, fields, &[], None)?
+            }
+            Arg::Pipe(pipe) => self.eval_pipeline(dot, pipe)?,
+            Arg::Func(f) => self.eval_function(dot, *f, &[], None)?,
+            Arg::Chain(node, fields) => {
+                let recv = self.eval_chain_head(dot, node)?;
+                self.eval_field_chain(dot, recv, fields, &[], None)?
+            }
+            Arg::Const(_) | Arg::Number(_) => return literal_arg(arg, p),
+        };
+        validate(v, p)
+    }
+
+    fn eval_function(
+        &mut self,
+        dot: &Value,
+        f: Func,
+        args: &[Arg],
+        fin: Option<Value>,
+    ) -> R<Value> {
+        if matches!(f, Func::And | Func::Or) {
+            // Short-circuit: the first false (and) or true (or) argument,
+            // else the last one.
+            if args.is_empty() && fin.is_none() {
+                return Err(wrong_arg_count(f.name(), &f.sig(), 0, 0));
+            }
+            let mut v = Value::Nil;
+            for a in args {
+                v = self.eval_arg(dot, a, Param::Any)?;
+                if v.truth() == (f == Func::Or) {
+                    return Ok(v);
+                }
+            }
+            if let Some(fv) = fin {
+                v = fv;
+            }
+            return Ok(v);
+        }
+        let argv = self.collect_args(dot, &f.sig(), f.name(), args, fin)?;
+        if f == Func::Tmpl {
+            // Recurses into the executor: kept off `call`'s large frame, and
+            // its errors are reported where they happen, like `{{template}}`.
+            return self.tmpl(argv);
+        }
+        match self.call(f, argv) {
+            Ok(Value::Str(s)) if s.len() > MAX_OUTPUT => {
+                Err(call_error(f, format!("result exceeds {MAX_OUTPUT} bytes")))
+            }
+            Ok(v) => Ok(v),
+            Err(m) => Err(call_error(f, m)),
+        }
+    }
+
+    /// Calls `f` with arguments already checked against its signature.
+    #[inline(never)]
+    fn call(&mut self, f: Func, argv: Vec<Value>) -> Result<Value, String> {
+        use Func as F;
+        let s = |i: usize| match argv.get(i) {
+            Some(Value::Str(s)) => s.clone(),
+            _ => Arc::from(""),
+        };
+        let arg = |i: usize| argv.get(i).cloned().unwrap_or(Value::Nil);
+        let string = |s: String| Value::Str(Arc::from(s));
+        match f {
+            F::And | F::Or => Ok(arg(argv.len().saturating_sub(1))),
+            F::Not => Ok(Value::Bool(!arg(0).truth())),
+            F::Len => funcs::len(&arg(0)),
+            F::Index => funcs::index(&argv),
+            F::Slice => funcs::slice(&argv),
+            F::Print => Ok(string(gofmt::sprint(&argv))),
+            F::Println => Ok(string(gofmt::sprintln(&argv))),
+            F::Printf => gofmt::sprintf(&s(0), &argv[1..], MAX_OUTPUT).map(string),
+            F::Eq => funcs::eq(&argv),
+            F::Ne | F::Lt | F::Le | F::Gt | F::Ge => funcs::compare(f, &arg(0), &arg(1)),
+            F::Html => Ok(string(funcs::html_escape(&funcs::eval_args(&argv)))),
+            F::Js => Ok(string(funcs::js_escape(&funcs::eval_args(&argv)))),
+            F::Urlquery => Ok(string(funcs::query_escape(&funcs::eval_args(&argv)))),
+            F::Call => match arg(0) {
+                Value::Nil => Err("call of nil".into()),
+                v => Err(format!("non-function of type {}", v.type_name())),
+            },
+            F::Query => self.query(&s(0)),
+            F::First => funcs::first(&arg(0)),
+            F::Label => funcs::label(&s(0), &arg(1)),
+            F::Value => funcs::value(&arg(0)),
+            F::Strvalue => funcs::strvalue(&arg(0)),
+            F::SortByLabel => funcs::sort_by_label(&s(0), &arg(1)),
+            F::Args => Ok(funcs::args_map(&argv)),
+            F::ReReplaceAll => self.re_replace_all(&s(0), &s(1), &s(2)),
+            F::SafeHtml => Ok(arg(0)),
+            F::Match => {
+                let re = self.regex(&s(0))?;
+                Ok(Value::Bool(re.is_match(&s(1))))
+            }
+            F::Title => Ok(string(funcs::title(&s(0)))),
+            F::ToUpper => Ok(string(funcs::map_case(&s(0), true))),
+            F::ToLower => Ok(string(funcs::map_case(&s(0), false))),
+            F::GraphLink => Ok(string(funcs::graph_link(&s(0), 0))),
+            F::TableLink => Ok(string(funcs::graph_link(&s(0), 1))),
+            F::StripPort => Ok(string(funcs::strip_port(&s(0)))),
+            F::StripDomain => Ok(string(funcs::strip_domain(&s(0)))),
+            F::Humanize => funcs::humanize(&arg(0)),
+            F::Humanize1024 => funcs::humanize1024(&arg(0)),
+            F::HumanizeDuration => funcs::humanize_duration(&arg(0)),
+            F::HumanizePercentage => funcs::humanize_percentage(&arg(0)),
+            F::HumanizeTimestamp => funcs::humanize_timestamp(&arg(0)),
+            F::ToTime => funcs::to_time(&arg(0)),
+            F::PathPrefix => Ok(string(url_path(&self.dot.external_url).to_string())),
+            F::ExternalUrl => Ok(Value::Str(self.dot.external_url.clone())),
+            F::ParseDuration => funcs::parse_duration(&s(0)),
+            F::Tmpl => Err("tmpl is called by eval_function".into()),
+        }
+    }
+
+    fn query(&mut self, q: &str) -> Result<Value, String> {
+        let Some(qf) = self.query else {
+            return Err("queries are not available here".into());
+        };
+        let res = qf.query(q)?;
+        let samples: Vec<Arc<Sample>> = res
+            .into_iter()
+            .map(|(labels, value)| {
+                Arc::new(Sample {
+                    labels: Arc::new(labels),
+                    value,
+                })
+            })
+            .collect();
+        Ok(Value::Samples(samples.into()))
+    }
+
+    /// A compiled regular expression, cached for this execution; errors
+    /// read like Go's `regexp` ones.
+    fn regex(&mut self, pattern: &str) -> Result<regex::Regex, String> {
+        if let Some(r) = self.regexes.get(pattern) {
+            return r.clone();
+        }
+        let r = regex::RegexBuilder::new(pattern)
+            .size_limit(1 << 22)
+            .build()
+            .map_err(|e| {
+                let detail = match &e {
+                    regex::Error::Syntax(s) => s
+                        .lines()
+                        .rev()
+                        .find(|l| !l.trim().is_empty())
+                        .unwrap_or_default()
+                        .trim_start_matches("error: ")
+                        .to_string(),
+                    other => other.to_string(),
+                };
+                format!("error parsing regexp: {detail}: `{pattern}`")
+            });
+        if self.regexes.len() >= MAX_CACHED_REGEXES {
+            self.regexes.clear();
+        }
+        self.regexes.insert(pattern.to_string(), r.clone());
+        r
+    }
+
+    /// `Regexp.ReplaceAllString`, with Go's `$1`/`${name}` expansion.
+    fn re_replace_all(&mut self, pattern: &str, repl: &str, text: &str) -> Result<Value, String> {
+        let re = self.regex(pattern).map_err(|e| {
+            let quoted = if pattern.contains('`') {
+                gofmt::quote(pattern)
+            } else {
+                format!("`{pattern}`")
+            };
+            format!("regexp: Compile({quoted}): {e}")
+        })?;
+        let mut out = String::with_capacity(text.len());
+        let mut last = 0;
+        for caps in re.captures_iter(text) {
+            let Some(m) = caps.get(0) else { continue };
+            out.push_str(&text[last..m.start()]);
+            caps.expand(repl, &mut out);
+            last = m.end();
+            if out.len() > MAX_OUTPUT {
+                return Err(format!("result exceeds {MAX_OUTPUT} bytes"));
+            }
+        }
+        out.push_str(&text[last..]);
+        Ok(Value::Str(Arc::from(out)))
+    }
+
+    /// `tmpl "name" data`: a named template's output as a string.
+    fn tmpl(&mut self, argv: Vec<Value>) -> R<Value> {
+        let mut argv = argv.into_iter();
+        let (Some(Value::Str(name)), Some(data)) = (argv.next(), argv.next()) else {
+            return Err(ExecError::new("tmpl needs a name and data"));
+        };
+        let saved = std::mem::take(&mut self.out);
+        let r = self.call_template(&name, data);
+        let produced = std::mem::replace(&mut self.out, saved);
+        r?;
+        Ok(Value::Str(Arc::from(produced)))
+    }
+}
+
+/// Go's `notAFunction`: only functions and methods take arguments.
+fn not_a_function(args: &[Arg], has_final: bool) -> R<()> {
+    if args.len() > 1 || has_final {
+        return Err(ExecError::new(format!(
+            "can't give argument to non-function {}",
+            arg_text(&args[0])
+        )));
+    }
+    Ok(())
+}
+
+#[cold]
+#[inline(never)]
+fn wrong_arg_count(name: &str, sig: &Sig, nargs: usize, num_in: usize) -> ExecError {
+    let want = sig.fixed.len();
+    ExecError::new(if sig.variadic.is_some() {
+        format!("wrong number of args for {name}: want at least {want} got {nargs}")
+    } else {
+        format!("wrong number of args for {name}: want {want} got {num_in}")
+    })
+}
+
+#[cold]
+#[inline(never)]
+fn call_error(f: Func, msg: String) -> ExecError {
+    ExecError::new(format!("error calling {}: {msg}", f.name()))
+}
+
+/// A literal argument checked against its parameter type, like Go's
+/// `evalArg` does for constants.
+#[inline(never)]
+fn literal_arg(arg: &Arg, p: Param) -> R<Value> {
+    let v = match arg {
+        Arg::Const(c) => c.clone(),
+        Arg::Number(n) => n.ideal(),
+        _ => Value::Nil,
+    };
+    match (p, &v, arg) {
+        (Param::Any, _, _) | (Param::Str, Value::Str(_), Arg::Const(_)) => Ok(v),
+        (Param::Str, _, _) => Err(ExecError::new(format!(
+            "expected string; found {}",
+            arg_text(arg)
+        ))),
+        _ => Err(ExecError::new(format!(
+            "can't handle {} for arg of type {}",
+            arg_text(arg),
+            p.go_type()
+        ))),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn nil_interface_error(field: &str) -> ExecError {
+    ExecError::new(format!("nil pointer evaluating interface {{}}.{field}"))
+}
+
+/// Go's `validateType`: whether a value may be passed as a parameter.
+#[inline(never)]
+fn validate(v: Value, p: Param) -> R<Value> {
+    match (p, &v) {
+        (Param::Any, _)
+        | (Param::Str, Value::Str(_))
+        | (Param::Sample, Value::Sample(_) | Value::Nil)
+        | (Param::Samples, Value::Samples(_) | Value::Nil) => Ok(v),
+        (Param::Str, Value::Nil) => Err(ExecError::new("invalid value; expected string")),
+        _ => Err(ExecError::new(format!(
+            "wrong type for value; expected {}; got {}",
+            p.go_type(),
+            v.type_name()
+        ))),
+    }
+}
+
+/// Source-like text of an argument, for error messages.
+fn arg_text(a: &Arg) -> String {
+    let fields = |f: &[Arc<str>]| f.iter().map(|n| format!(".{n}")).collect::<String>();
+    match a {
+        Arg::Func(f) => f.name().to_string(),
+        Arg::Dot => ".".into(),
+        Arg::Nil => "nil".into(),
+        Arg::Const(Value::Str(s)) => gofmt::quote(s),
+        Arg::Const(v) => gofmt::sprint_value(v),
+        Arg::Number(n) => n.text.to_string(),
+        Arg::Field(f) => fields(f),
+        Arg::Variable(name, f) => format!("{name}{}", fields(f)),
+        Arg::Pipe(_) => "(...)".into(),
+        Arg::Chain(head, f) => format!("{}{}", arg_text(head), fields(f)),
+    }
+}
+
+/// The path of a URL (`http://host:9090/prom?x` → `/prom`), like Go's
+/// `url.URL.Path`.
+fn url_path(url: &str) -> &str {
+    let url = url.split(['?', '#']).next().unwrap_or_default();
+    match url.find("://") {
+        Some(i) => {
+            let rest = &url[i + 3..];
+            rest.find('/').map_or("", |j| &rest[j..])
+        }
+        None => url,
+    }
+}

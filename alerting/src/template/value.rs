@@ -1,0 +1,401 @@
+/*!
+The values a template computes with, one variant per Go type that Prometheus'
+templates can produce: Go's basic kinds, label maps, the alert data struct,
+query samples and timestamps.
+
+Go's type names are kept (`float64`, `map[string]string`,
+`*template.sample`...) because they appear in error messages and in
+`printf`'s `%!verb(type=value)` markers, which users compare with
+Prometheus'.
+*/
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// A label set, Go's `map[string]string`.
+pub(super) type LabelMap = BTreeMap<String, String>;
+
+/// One element of a `query` result (Prometheus' `*sample`).
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Sample {
+    pub(super) labels: Arc<LabelMap>,
+    pub(super) value: f64,
+}
+
+/// The data an alert template runs on (`.`): Prometheus'
+/// `struct { Labels; ExternalLabels; ExternalURL; Value }`.
+#[derive(Debug, Clone)]
+pub(super) struct Dot {
+    pub(super) labels: Arc<LabelMap>,
+    pub(super) external_labels: Arc<LabelMap>,
+    pub(super) external_url: Arc<str>,
+    pub(super) value: f64,
+}
+
+/// A point in time in UTC (Go's `*time.Time` from `toTime`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Time {
+    /// Seconds since the Unix epoch.
+    pub(super) secs: i64,
+    /// Nanoseconds within the second, `0..1e9`.
+    pub(super) nanos: u32,
+}
+
+/// A value during execution.
+#[derive(Debug, Clone)]
+pub(super) enum Value {
+    /// Go's untyped nil / invalid value (a missing map entry of an
+    /// `interface{}` map, `nil`, the dot of a `{{template}}` without data).
+    Nil,
+    Bool(bool),
+    /// Go's `int`.
+    Int(i64),
+    /// Go's `float64`.
+    Float(f64),
+    Str(Arc<str>),
+    /// `map[string]string`: `$labels`, `$externalLabels`, a sample's labels.
+    Labels(Arc<LabelMap>),
+    /// `map[string]interface {}`: the result of `args`.
+    Map(Arc<BTreeMap<String, Value>>),
+    Sample(Arc<Sample>),
+    /// `query`'s result (`template.queryResult`).
+    Samples(Arc<[Arc<Sample>]>),
+    Time(Time),
+    Dot(Arc<Dot>),
+}
+
+impl Value {
+    pub(super) fn str(s: &str) -> Value {
+        Value::Str(Arc::from(s))
+    }
+
+    /// Go's `%T`.
+    pub(super) fn type_name(&self) -> &'static str {
+        match self {
+            Value::Nil => "<nil>",
+            Value::Bool(_) => "bool",
+            Value::Int(_) => "int",
+            Value::Float(_) => "float64",
+            Value::Str(_) => "string",
+            Value::Labels(_) => "map[string]string",
+            Value::Map(_) => "map[string]interface {}",
+            Value::Sample(_) => "*template.sample",
+            Value::Samples(_) => "template.queryResult",
+            Value::Time(_) => "*time.Time",
+            Value::Dot(_) => {
+                "struct { Labels map[string]string; ExternalLabels map[string]string; \
+                 ExternalURL string; Value interface {} }"
+            }
+        }
+    }
+
+    /// Go's `isTrue`: the zero value of each type, and empty collections,
+    /// are false.
+    pub(super) fn truth(&self) -> bool {
+        match self {
+            Value::Nil => false,
+            Value::Bool(b) => *b,
+            Value::Int(n) => *n != 0,
+            Value::Float(f) => *f != 0.0,
+            Value::Str(s) => !s.is_empty(),
+            Value::Labels(m) => !m.is_empty(),
+            Value::Map(m) => !m.is_empty(),
+            Value::Samples(s) => !s.is_empty(),
+            Value::Sample(_) | Value::Time(_) | Value::Dot(_) => true,
+        }
+    }
+}
+
+/// A date and time of day in UTC.
+pub(super) struct Civil {
+    pub(super) year: i64,
+    pub(super) month: u32,
+    pub(super) day: u32,
+    pub(super) hour: u32,
+    pub(super) minute: u32,
+    pub(super) second: u32,
+    /// Days since January 1st, 0-based.
+    pub(super) yday: u32,
+    /// 0 = Sunday.
+    pub(super) weekday: u32,
+}
+
+pub(super) const MONTHS: [&str; 12] = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+];
+
+pub(super) const WEEKDAYS: [&str; 7] = [
+    "Sunday",
+    "Monday",
+    "Tuesday",
+    "Wednesday",
+    "Thursday",
+    "Friday",
+    "Saturday",
+];
+
+impl Time {
+    /// Prometheus' `floatToTime`: seconds, truncated to milliseconds like
+    /// `model.TimeFromUnixNano`.
+    pub(super) fn from_float_secs(v: f64) -> Result<Time, String> {
+        if v.is_nan() || v.is_infinite() {
+            return Err("value is NaN or Inf".into());
+        }
+        let ns = v * 1e9;
+        if !(i64::MIN as f64..i64::MAX as f64).contains(&ns) {
+            return Err(format!(
+                "{} cannot be represented as a nanoseconds timestamp since it overflows int64",
+                super::gofmt::float_v(v)
+            ));
+        }
+        let ms = (ns as i64) / 1_000_000;
+        Ok(Time {
+            secs: ms.div_euclid(1000),
+            nanos: (ms.rem_euclid(1000) as u32) * 1_000_000,
+        })
+    }
+
+    pub(super) fn civil(&self) -> Civil {
+        let days = self.secs.div_euclid(86_400);
+        let rem = self.secs.rem_euclid(86_400) as u32;
+        // Howard Hinnant's days-to-civil algorithm.
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+        const BEFORE: [u32; 12] = [0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334];
+        let yday = BEFORE[month as usize - 1] + day - 1 + u32::from(leap && month > 2);
+        Civil {
+            year,
+            month,
+            day,
+            hour: rem / 3600,
+            minute: rem / 60 % 60,
+            second: rem % 60,
+            yday,
+            weekday: (days + 4).rem_euclid(7) as u32,
+        }
+    }
+
+    /// Go's `Time.Format` with a reference-time layout
+    /// (`2006-01-02T15:04:05Z07:00`); the zone is always UTC.
+    pub(super) fn format(&self, layout: &str) -> String {
+        let c = self.civil();
+        let mut out = String::new();
+        let b = layout.as_bytes();
+        let mut i = 0;
+        // Literal text between elements is copied as is.
+        let mut lit_start = 0;
+        while i < b.len() {
+            let rest = &layout[i..];
+            let std = std_chunk(rest);
+            let Some((len, chunk)) = std else {
+                i += rest.chars().next().map_or(1, char::len_utf8);
+                continue;
+            };
+            out.push_str(&layout[lit_start..i]);
+            let hour12 = match c.hour % 12 {
+                0 => 12,
+                h => h,
+            };
+            match chunk {
+                Chunk::LongMonth => out.push_str(MONTHS[c.month as usize - 1]),
+                Chunk::Month => out.push_str(&MONTHS[c.month as usize - 1][..3]),
+                Chunk::NumMonth => out.push_str(&c.month.to_string()),
+                Chunk::ZeroMonth => out.push_str(&format!("{:02}", c.month)),
+                Chunk::LongWeekDay => out.push_str(WEEKDAYS[c.weekday as usize]),
+                Chunk::WeekDay => out.push_str(&WEEKDAYS[c.weekday as usize][..3]),
+                Chunk::Day => out.push_str(&c.day.to_string()),
+                Chunk::UnderDay => out.push_str(&format!("{:>2}", c.day)),
+                Chunk::ZeroDay => out.push_str(&format!("{:02}", c.day)),
+                Chunk::UnderYearDay => out.push_str(&format!("{:>3}", c.yday + 1)),
+                Chunk::ZeroYearDay => out.push_str(&format!("{:03}", c.yday + 1)),
+                Chunk::Hour => out.push_str(&format!("{:02}", c.hour)),
+                Chunk::Hour12 => out.push_str(&hour12.to_string()),
+                Chunk::ZeroHour12 => out.push_str(&format!("{hour12:02}")),
+                Chunk::Minute => out.push_str(&c.minute.to_string()),
+                Chunk::ZeroMinute => out.push_str(&format!("{:02}", c.minute)),
+                Chunk::Second => out.push_str(&c.second.to_string()),
+                Chunk::ZeroSecond => out.push_str(&format!("{:02}", c.second)),
+                Chunk::LongYear => out.push_str(&format!("{:04}", c.year)),
+                Chunk::Year => out.push_str(&format!("{:02}", c.year.rem_euclid(100))),
+                Chunk::PM => out.push_str(if c.hour >= 12 { "PM" } else { "AM" }),
+                Chunk::Pm => out.push_str(if c.hour >= 12 { "pm" } else { "am" }),
+                Chunk::Tz => out.push_str("UTC"),
+                Chunk::IsoZ => out.push('Z'),
+                Chunk::NumTz(s) => out.push_str(s),
+                Chunk::Frac { sep, digits, trim } => {
+                    let frac = format!("{:09}", self.nanos);
+                    let mut f = &frac[..digits.min(9)];
+                    if trim {
+                        f = f.trim_end_matches('0');
+                    }
+                    if !trim || !f.is_empty() {
+                        out.push(sep);
+                        out.push_str(f);
+                        if !trim {
+                            push_zeros(&mut out, digits.saturating_sub(9));
+                        }
+                    }
+                }
+            }
+            i += len;
+            lit_start = i;
+        }
+        out.push_str(&layout[lit_start..]);
+        out
+    }
+}
+
+fn push_zeros(out: &mut String, n: usize) {
+    out.extend(std::iter::repeat_n('0', n));
+}
+
+/// One element of a Go time layout.
+enum Chunk {
+    LongMonth,
+    Month,
+    NumMonth,
+    ZeroMonth,
+    LongWeekDay,
+    WeekDay,
+    Day,
+    UnderDay,
+    ZeroDay,
+    UnderYearDay,
+    ZeroYearDay,
+    Hour,
+    Hour12,
+    ZeroHour12,
+    Minute,
+    ZeroMinute,
+    Second,
+    ZeroSecond,
+    LongYear,
+    Year,
+    PM,
+    Pm,
+    Tz,
+    /// `Z07:00` and friends in UTC.
+    IsoZ,
+    /// `-07:00` and friends in UTC.
+    NumTz(&'static str),
+    Frac {
+        sep: char,
+        digits: usize,
+        trim: bool,
+    },
+}
+
+fn starts_lower(s: &str) -> bool {
+    s.as_bytes().first().is_some_and(u8::is_ascii_lowercase)
+}
+
+/// Go's `nextStdChunk`, for a layout element at the start of `s`: its
+/// length and kind.
+fn std_chunk(s: &str) -> Option<(usize, Chunk)> {
+    let b = s.as_bytes();
+    let at = |p: &str| s.starts_with(p);
+    match b[0] {
+        b'J' if at("Jan") => {
+            if at("January") {
+                Some((7, Chunk::LongMonth))
+            } else if !starts_lower(&s[3..]) {
+                Some((3, Chunk::Month))
+            } else {
+                None
+            }
+        }
+        b'M' if at("Mon") => {
+            if at("Monday") {
+                Some((6, Chunk::LongWeekDay))
+            } else if !starts_lower(&s[3..]) {
+                Some((3, Chunk::WeekDay))
+            } else {
+                None
+            }
+        }
+        b'M' if at("MST") => Some((3, Chunk::Tz)),
+        b'0' if b.len() >= 2 && (b'1'..=b'6').contains(&b[1]) => Some((
+            2,
+            match b[1] {
+                b'1' => Chunk::ZeroMonth,
+                b'2' => Chunk::ZeroDay,
+                b'3' => Chunk::ZeroHour12,
+                b'4' => Chunk::ZeroMinute,
+                b'5' => Chunk::ZeroSecond,
+                _ => Chunk::Year,
+            },
+        )),
+        b'0' if at("002") => Some((3, Chunk::ZeroYearDay)),
+        b'1' if at("15") => Some((2, Chunk::Hour)),
+        b'1' => Some((1, Chunk::NumMonth)),
+        b'2' if at("2006") => Some((4, Chunk::LongYear)),
+        b'2' => Some((1, Chunk::Day)),
+        b'_' if at("_2") => {
+            if at("_2006") {
+                // A literal `_` followed by the year: the `_` is copied by
+                // the caller's literal handling.
+                None
+            } else {
+                Some((2, Chunk::UnderDay))
+            }
+        }
+        b'_' if at("__2") => Some((3, Chunk::UnderYearDay)),
+        b'3' => Some((1, Chunk::Hour12)),
+        b'4' => Some((1, Chunk::Minute)),
+        b'5' => Some((1, Chunk::Second)),
+        b'P' if at("PM") => Some((2, Chunk::PM)),
+        b'p' if at("pm") => Some((2, Chunk::Pm)),
+        b'-' => [
+            ("-070000", "+000000"),
+            ("-07:00:00", "+00:00:00"),
+            ("-0700", "+0000"),
+            ("-07:00", "+00:00"),
+            ("-07", "+00"),
+        ]
+        .into_iter()
+        .find(|(p, _)| at(p))
+        .map(|(p, utc)| (p.len(), Chunk::NumTz(utc))),
+        b'Z' => ["Z070000", "Z07:00:00", "Z0700", "Z07:00", "Z07"]
+            .into_iter()
+            .find(|p| at(p))
+            .map(|p| (p.len(), Chunk::IsoZ)),
+        b'.' | b',' if b.len() >= 2 && (b[1] == b'0' || b[1] == b'9') => {
+            let ch = b[1];
+            let mut j = 1;
+            while j < b.len() && b[j] == ch {
+                j += 1;
+            }
+            if j < b.len() && b[j].is_ascii_digit() {
+                return None;
+            }
+            Some((
+                j,
+                Chunk::Frac {
+                    sep: char::from(b[0]),
+                    digits: j - 1,
+                    trim: ch == b'9',
+                },
+            ))
+        }
+        _ => None,
+    }
+}

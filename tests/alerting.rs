@@ -1,0 +1,474 @@
+//! Alerting end to end: rule files and API groups in a real server, alerts going
+//! pending and firing on pushed data, the `ALERTS` series and recording rules in the
+//! TSDB, a restart that neither forgets a firing alert nor starts its `for` again,
+//! reloads that keep the running rules when a file is bad, and `HostLost` from the
+//! agents' heartbeats.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::agent::{agent, eventually, started, wait_status};
+use crate::util::{Server, call, send, urlencode};
+
+fn write_rules(dir: &Path, name: &str, text: &str) {
+    std::fs::create_dir_all(dir).expect("rules dir");
+    std::fs::write(dir.join(name), text).expect("rule file");
+}
+
+fn alerts(s: &Server) -> Vec<Value> {
+    let (code, body) = s.get("/api/v1/alerts");
+    assert_eq!(code, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).expect("json");
+    v["data"]["alerts"].as_array().cloned().unwrap_or_default()
+}
+
+fn alert_state(s: &Server, name: &str) -> Option<(String, Value)> {
+    alerts(s)
+        .into_iter()
+        .find(|a| a["labels"]["alertname"] == name)
+        .map(|a| (a["state"].as_str().unwrap_or("").to_string(), a))
+}
+
+fn query(s: &Server, q: &str) -> Vec<Value> {
+    let (code, body) = s.get(&format!("/api/v1/query?query={}", urlencode(q)));
+    assert_eq!(code, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).expect("json");
+    v["data"]["result"].as_array().cloned().unwrap_or_default()
+}
+
+const SHOP_RULES: &str = r#"groups:
+  - name: shop
+    interval: 1s
+    rules:
+      - record: shop:stock:min
+        expr: min by (sku) (stock_items)
+      - alert: OutOfStock
+        expr: shop:stock:min == 0
+        for: 3s
+        labels:
+          severity: critical
+        annotations:
+          summary: "{{ $labels.sku }} is out of stock"
+"#;
+
+#[test]
+fn alerts_go_pending_then_firing_and_survive_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rules = dir.path().join("rules");
+    write_rules(&rules, "shop.yml", SHOP_RULES);
+    let rd = rules.to_str().expect("path").to_string();
+    let flags = ["--rules.dir", &rd, "--rules.alert.for-grace-period", "1s"];
+    let (s, _, _) = started(dir.path(), &flags);
+    let addr = s
+        .url("")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    // Keep the stock at zero for the whole test.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pusher = {
+        let url = s.url("/api/v1/import/prometheus");
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = crate::util::client()
+                    .post(&url)
+                    .body("stock_items{sku=\"A1\"} 0\nstock_items{sku=\"B2\"} 7\n")
+                    .send();
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })
+    };
+    let pending = eventually("OutOfStock pending", || {
+        match alert_state(&s, "OutOfStock") {
+            Some((st, a)) if st == "pending" => Ok(a),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    assert_eq!(pending["labels"]["sku"], "A1");
+    assert_eq!(pending["labels"]["severity"], "critical");
+    let firing = eventually("OutOfStock firing", || {
+        match alert_state(&s, "OutOfStock") {
+            Some((st, a)) if st == "firing" => Ok(a),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    let active_at = firing["activeAt"].as_str().unwrap_or("").to_string();
+    // The recording rule and the ALERTS series are in the TSDB.
+    let rec = query(&s, "shop:stock:min");
+    assert_eq!(rec.len(), 2, "{rec:?}");
+    let a = query(
+        &s,
+        "ALERTS{alertname=\"OutOfStock\", alertstate=\"firing\"}",
+    );
+    assert_eq!(a.len(), 1, "{a:?}");
+    assert_eq!(
+        query(&s, "ALERTS_FOR_STATE{alertname=\"OutOfStock\"}").len(),
+        1
+    );
+    // /api/v1/rules shows the group, its health and the alert.
+    let (code, body) = s.get("/api/v1/rules?type=alert");
+    assert_eq!(code, 200);
+    let v: Value = serde_json::from_str(&body).expect("json");
+    let shop = v["data"]["groups"]
+        .as_array()
+        .and_then(|g| g.iter().find(|g| g["name"] == "shop"))
+        .cloned()
+        .expect("shop group");
+    assert_eq!(shop["rules"].as_array().map(Vec::len), Some(1), "{shop}");
+    assert_eq!(shop["rules"][0]["health"], "ok");
+    assert_eq!(shop["rules"][0]["state"], "firing");
+
+    // A restart: the alert comes back firing with the same activeAt, never pending.
+    s.stop();
+    let s = Server::start_on(&dir.path().join("data"), &addr, &flags);
+    let mut saw = Vec::new();
+    let back = eventually("OutOfStock back", || {
+        let st = alert_state(&s, "OutOfStock");
+        if let Some((state, _)) = &st {
+            saw.push(state.clone());
+        }
+        match st {
+            Some((state, a)) if state == "firing" => Ok(a),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    assert!(
+        !saw.iter().any(|st| st == "pending"),
+        "went back to pending after the restart: {saw:?}"
+    );
+    // ALERTS_FOR_STATE keeps whole seconds, as in Prometheus.
+    assert_eq!(
+        back["activeAt"].as_str().map(|t| &t[..19]),
+        Some(&active_at[..19])
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = pusher.join();
+}
+
+#[test]
+fn bad_rules_are_refused_and_the_running_ones_stay() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rules = dir.path().join("rules");
+    write_rules(&rules, "shop.yml", SHOP_RULES);
+    let rd = rules.to_str().expect("path").to_string();
+    let (s, admin, _) = started(dir.path(), &["--rules.dir", &rd]);
+    // A bad file next to the good one: the reload is refused, naming it.
+    write_rules(
+        &rules,
+        "bad.yml",
+        "groups:\n  - name: broken\n    rules:\n      - alert: Oops\n        expr: sum((\n",
+    );
+    let (code, body) = s.post("/-/reload");
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("bad.yml"), "{body}");
+    assert!(body.contains("Oops"), "{body}");
+    let (_, body) = s.get("/api/v1/rules");
+    assert!(body.contains("\"shop\""), "{body}");
+    assert!(!body.contains("broken"), "{body}");
+    std::fs::remove_file(rules.join("bad.yml")).expect("rm");
+    // Through the API: checked before it is stored; a good one runs at once.
+    let put = |name: &str, body: &str| {
+        let r = crate::util::client()
+            .put(s.url(&format!("/api/ops/v1/rules/{name}")))
+            .bearer_auth(&admin)
+            .body(body.to_string())
+            .send()
+            .expect("put");
+        let code = r.status().as_u16();
+        (code, r.text().unwrap_or_default())
+    };
+    for (bad, says) in [
+        (
+            "name: api\nrules:\n  - alert: X\n    expr: nosuchfunction(up)\n",
+            "nosuchfunction",
+        ),
+        (
+            "name: api\nrules:\n  - alert: X\n    expr: up\n    for: soon\n",
+            "for",
+        ),
+        (
+            "name: api\nrules:\n  - alert: X\n    expr: up\n    annotations:\n      a: \"{{ .Foo\"\n",
+            "template",
+        ),
+        (
+            "name: api\nrules:\n  - record: x\n    expr: up\n    for: 1m\n",
+            "for",
+        ),
+        ("name: other\nrules: []\n", "other"),
+    ] {
+        let (code, body) = put("api", bad);
+        assert_eq!(code, 400, "{bad} -> {body}");
+        assert!(body.contains(says), "{bad} -> {body} (expected {says:?})");
+    }
+    let (code, body) = put(
+        "api",
+        "name: api\ninterval: 1s\nrules:\n  - record: api:up\n    expr: vector(42)\n",
+    );
+    assert_eq!(code, 200, "{body}");
+    eventually("api:up recorded", || {
+        let r = query(&s, "api:up");
+        if r.len() == 1 {
+            Ok(())
+        } else {
+            Err(format!("{r:?}"))
+        }
+    });
+    let (code, v) = call(&s, "/api/ops/v1/rules", Some(&admin));
+    assert_eq!(code, 200);
+    assert_eq!(v["data"]["groups"][0]["name"], "api");
+    let (code, _) = send(
+        &s,
+        reqwest::Method::DELETE,
+        "/api/ops/v1/rules/api",
+        &admin,
+        json!({}),
+    );
+    assert_eq!(code, 200);
+    let (_, body) = s.get("/api/v1/rules");
+    assert!(!body.contains("api:up"), "{body}");
+    // A server does not start on a bad rule file, and says why.
+    s.stop();
+    write_rules(
+        &rules,
+        "dup.yml",
+        "groups:\n  - name: g\n    rules: []\n  - name: g\n    rules: []\n",
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_minos"))
+        .args(["server", "--data"])
+        .arg(dir.path().join("data"))
+        .args(["--listen", "127.0.0.1:0", "--rules.dir", &rd])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("dup.yml"), "{err}");
+}
+
+#[test]
+fn a_lost_host_raises_host_lost_from_its_heartbeats() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (s, admin, enroll) = started(
+        dir.path(),
+        &[
+            "--agent.lost-after",
+            "1s",
+            "--rules.evaluation-interval",
+            "1s",
+        ],
+    );
+    let url = s.url("");
+    let a = agent(dir.path(), &url, "web-07", Some(&enroll));
+    wait_status(&s, &admin, "web-07", "online");
+    eventually("minos_agent_up", || {
+        let r = query(&s, "minos_agent_up{hostname=\"web-07\"}");
+        if r.first().is_some_and(|x| x["value"][1] == "1") {
+            Ok(())
+        } else {
+            Err(format!("{r:?}"))
+        }
+    });
+    assert!(alert_state(&s, "HostLost").is_none());
+    drop(a);
+    let lost = eventually("HostLost firing", || match alert_state(&s, "HostLost") {
+        Some((st, a)) if st == "firing" => Ok(a),
+        other => Err(format!("{other:?}")),
+    });
+    assert_eq!(lost["labels"]["hostname"], "web-07");
+    assert_eq!(lost["labels"]["severity"], "critical");
+}
+
+/// An HTTP server standing in for a chat webhook: keeps every JSON body POSTed to it,
+/// answering 500 to the first `fail_first` requests (a receiver that is down).
+struct Hook {
+    url: String,
+    bodies: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
+    refused: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Hook {
+    fn start(fail_first: usize) -> Hook {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}/hook", l.local_addr().expect("addr"));
+        let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let refused = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (b, r) = (bodies.clone(), refused.clone());
+        std::thread::spawn(move || {
+            for conn in l.incoming() {
+                let Ok(mut c) = conn else { continue };
+                let mut rd = BufReader::new(c.try_clone().expect("clone"));
+                let mut len = 0usize;
+                loop {
+                    let mut line = String::new();
+                    if rd.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0u8; len];
+                let _ = rd.read_exact(&mut body);
+                let status = if r.load(std::sync::atomic::Ordering::SeqCst) < fail_first {
+                    r.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    "500 Internal Server Error"
+                } else {
+                    if let Ok(v) = serde_json::from_slice::<Value>(&body) {
+                        b.lock().expect("lock").push(v);
+                    }
+                    "200 OK"
+                };
+                let _ = write!(
+                    c,
+                    "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                );
+            }
+        });
+        Hook {
+            url,
+            bodies,
+            refused,
+        }
+    }
+
+    fn received(&self) -> Vec<Value> {
+        self.bodies.lock().expect("lock").clone()
+    }
+}
+
+#[test]
+fn notifications_reach_a_webhook_once_across_a_restart_and_resolve() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rules = dir.path().join("rules");
+    write_rules(&rules, "shop.yml", SHOP_RULES);
+    // The receiver is down for its first two requests.
+    let hook = Hook::start(2);
+    let config = dir.path().join("alerting.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "route:\n  receiver: shop\n  group_by: [alertname]\n  group_wait: 100ms\n  \
+             group_interval: 500ms\n  repeat_interval: 1h\nreceivers:\n  - name: shop\n    \
+             webhook_configs:\n      - url: {}\n        send_resolved: true\n",
+            hook.url
+        ),
+    )
+    .expect("config");
+    let rd = rules.to_str().expect("path").to_string();
+    let cf = config.to_str().expect("path").to_string();
+    let flags = [
+        "--rules.dir",
+        &rd,
+        "--alerting.config",
+        &cf,
+        "--rules.alert.for-grace-period",
+        "1s",
+        "--rules.alert.resend-delay",
+        "1s",
+    ];
+    let (s, admin, _) = started(dir.path(), &flags);
+    let addr = s
+        .url("")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let stock = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pusher = {
+        let url = s.url("/api/v1/import/prometheus");
+        let (stock, stop) = (stock.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let v = stock.load(std::sync::atomic::Ordering::Relaxed);
+                let _ = crate::util::client()
+                    .post(&url)
+                    .body(format!("stock_items{{sku=\"A1\"}} {v}\n"))
+                    .send();
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })
+    };
+    // Firing, delivered after the receiver came back.
+    let firing = eventually("firing notification", || {
+        hook.received()
+            .into_iter()
+            .find(|b| b["status"] == "firing")
+            .ok_or_else(|| format!("{:?}", hook.received()))
+    });
+    assert!(hook.refused.load(std::sync::atomic::Ordering::SeqCst) >= 2);
+    assert_eq!(firing["alerts"][0]["labels"]["alertname"], "OutOfStock");
+    assert_eq!(firing["alerts"][0]["labels"]["sku"], "A1");
+    assert_eq!(
+        firing["alerts"][0]["annotations"]["summary"],
+        "A1 is out of stock"
+    );
+    assert_eq!(firing["receiver"], "shop");
+    // Acknowledged through the API: shown as such.
+    let (code, v) = call(&s, "/api/ops/v1/alerts", Some(&admin));
+    assert_eq!(code, 200, "{v}");
+    let fp = v["data"]["alerts"][0]["fingerprint"]
+        .as_str()
+        .expect("fingerprint")
+        .to_string();
+    let (code, v) = send(
+        &s,
+        reqwest::Method::POST,
+        &format!("/api/ops/v1/alerts/{fp}/ack"),
+        &admin,
+        json!({"comment": "restocking"}),
+    );
+    assert_eq!(code, 200, "{v}");
+    let (_, v) = call(&s, "/api/ops/v1/alerts", Some(&admin));
+    assert_eq!(v["data"]["alerts"][0]["acked"]["comment"], "restocking");
+
+    // A restart while it fires: nothing is sent again.
+    let before = hook.received().len();
+    s.stop();
+    let s = Server::start_on(&dir.path().join("data"), &addr, &flags);
+    eventually("firing again after the restart", || {
+        match alert_state(&s, "OutOfStock") {
+            Some((st, _)) if st == "firing" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(hook.received().len(), before, "{:?}", hook.received());
+
+    // Restocked: the resolution is delivered.
+    stock.store(5, std::sync::atomic::Ordering::Relaxed);
+    let resolved = eventually("resolved notification", || {
+        hook.received()
+            .into_iter()
+            .find(|b| b["status"] == "resolved")
+            .ok_or_else(|| format!("{:?}", hook.received()))
+    });
+    assert_eq!(resolved["alerts"][0]["labels"]["alertname"], "OutOfStock");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = pusher.join();
+    // The history and the notification log say what happened.
+    let (code, v) = call(
+        &s,
+        "/api/ops/v1/alerts/history?filter=%7Balertname%3D%22OutOfStock%22%7D",
+        Some(&admin),
+    );
+    assert_eq!(code, 200, "{v}");
+    let changes: Vec<String> = v["data"]["history"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|h| h["to"].as_str().unwrap_or("").to_string())
+        .collect();
+    for want in ["firing", "acknowledged", "resolved"] {
+        assert!(changes.iter().any(|c| c == want), "{want} in {changes:?}");
+    }
+    let (_, v) = call(&s, "/api/ops/v1/notifications", Some(&admin));
+    let log = v["data"]["notifications"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(log.iter().any(|e| e["ok"] == false), "{log:?}");
+    assert!(log.iter().any(|e| e["ok"] == true), "{log:?}");
+}
