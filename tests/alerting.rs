@@ -472,3 +472,164 @@ fn notifications_reach_a_webhook_once_across_a_restart_and_resolve() {
     assert!(log.iter().any(|e| e["ok"] == false), "{log:?}");
     assert!(log.iter().any(|e| e["ok"] == true), "{log:?}");
 }
+
+/// A child process killed when dropped.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// The messages an aiosmtpd Mailbox handler stored in `dir` (a maildir).
+fn mails(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for sub in ["new", "cur"] {
+        if let Ok(rd) = std::fs::read_dir(dir.join(sub)) {
+            for e in rd.flatten() {
+                if let Ok(t) = std::fs::read_to_string(e.path()) {
+                    out.push(t);
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn alerts_reach_an_smtp_server_and_a_real_alertmanager_then_resolve() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A real SMTP server that keeps what it receives, and Debian's Alertmanager.
+    let maildir = dir.path().join("mail");
+    let smtp_port = free_port();
+    let _smtp = Child(
+        std::process::Command::new("/usr/bin/python3")
+            .args([
+                "-m",
+                "aiosmtpd",
+                "-n",
+                "-c",
+                "aiosmtpd.handlers.Mailbox",
+                "-l",
+            ])
+            .arg(format!("127.0.0.1:{smtp_port}"))
+            .arg(&maildir)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("aiosmtpd (Debian: python3-aiosmtpd)"),
+    );
+    let am_port = free_port();
+    let am_config = dir.path().join("am.yml");
+    std::fs::write(
+        &am_config,
+        "route:\n  receiver: none\nreceivers:\n  - name: none\n",
+    )
+    .expect("am config");
+    let _am = Child(
+        std::process::Command::new("/usr/bin/prometheus-alertmanager")
+            .arg(format!("--config.file={}", am_config.display()))
+            .arg(format!(
+                "--storage.path={}",
+                dir.path().join("am").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{am_port}"))
+            .arg("--cluster.listen-address=")
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("prometheus-alertmanager"),
+    );
+    let am_alerts = || -> Vec<Value> {
+        crate::util::client()
+            .get(format!("http://127.0.0.1:{am_port}/api/v2/alerts"))
+            .send()
+            .ok()
+            .and_then(|r| r.json::<Value>().ok())
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
+    };
+    let rules = dir.path().join("rules");
+    write_rules(&rules, "shop.yml", SHOP_RULES);
+    let config = dir.path().join("alerting.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "route:\n  receiver: ops\n  group_by: [alertname]\n  group_wait: 100ms\n  \
+             group_interval: 500ms\n  repeat_interval: 1h\nreceivers:\n  - name: ops\n    \
+             email_configs:\n      - to: oncall@example.com\n        from: minos@example.com\n        \
+             smarthost: 127.0.0.1:{smtp_port}\n        require_tls: false\n        \
+             send_resolved: true\n    alertmanager_configs:\n      - url: http://127.0.0.1:{am_port}\n"
+        ),
+    )
+    .expect("config");
+    let rd = rules.to_str().expect("path").to_string();
+    let cf = config.to_str().expect("path").to_string();
+    let (s, _, _) = started(dir.path(), &["--rules.dir", &rd, "--alerting.config", &cf]);
+    let stock = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pusher = {
+        let url = s.url("/api/v1/import/prometheus");
+        let (stock, stop) = (stock.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let v = stock.load(std::sync::atomic::Ordering::Relaxed);
+                let _ = crate::util::client()
+                    .post(&url)
+                    .body(format!("stock_items{{sku=\"A1\"}} {v}\n"))
+                    .send();
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })
+    };
+    let mail = eventually("the firing email", || {
+        mails(&maildir)
+            .into_iter()
+            .find(|m| m.contains("FIRING"))
+            .ok_or_else(|| "no mail yet".to_string())
+    });
+    assert!(mail.contains("oncall@example.com"), "{mail}");
+    assert!(mail.contains("OutOfStock"), "{mail}");
+    assert!(
+        mail.contains("text/plain") && mail.contains("text/html"),
+        "{mail}"
+    );
+    let am = eventually("the alert in Alertmanager", || {
+        am_alerts()
+            .into_iter()
+            .find(|a| a["labels"]["alertname"] == "OutOfStock")
+            .ok_or_else(|| format!("{:?}", am_alerts()))
+    });
+    assert_eq!(am["labels"]["sku"], "A1");
+    assert_eq!(am["annotations"]["summary"], "A1 is out of stock");
+    // Restocked: the resolution is mailed, and Alertmanager lets the alert go.
+    stock.store(9, std::sync::atomic::Ordering::Relaxed);
+    eventually("the resolved email", || {
+        mails(&maildir)
+            .into_iter()
+            .find(|m| m.contains("RESOLVED"))
+            .ok_or_else(|| "no resolved mail yet".to_string())
+    });
+    eventually("resolved in Alertmanager", || {
+        let active: Vec<Value> = am_alerts()
+            .into_iter()
+            .filter(|a| {
+                a["labels"]["alertname"] == "OutOfStock" && a["status"]["state"] == "active"
+            })
+            .collect();
+        if active.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{active:?}"))
+        }
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = pusher.join();
+}
