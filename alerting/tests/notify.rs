@@ -1444,9 +1444,8 @@ mod notify_delivery {
     }
 
     /// The scenario with the default backoff (2 s doubling, capped at 5 min): a
-    /// receiver down for a whole minute. Slow (about 70 s): run with `--ignored`.
+    /// receiver down for a whole minute (the slowest test: about 70 s).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore]
     async fn a_receiver_down_for_a_minute_with_default_backoff() {
         let dir = tempfile::tempdir().unwrap();
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
