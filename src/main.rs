@@ -647,6 +647,21 @@ fn server(args: ServerArgs) -> Result<()> {
                     let _ = alerts_tx.send(batch);
                 })
             },
+            {
+                let notifier = notifier.clone();
+                Arc::new(move |changes: Vec<alerting::manager::Change>| {
+                    let notifier = notifier.clone();
+                    let rows = changes
+                        .into_iter()
+                        .map(|c| (c.labels, c.from.as_str(), c.to.as_str(), c.at))
+                        .collect();
+                    tokio::spawn(async move {
+                        if let Err(e) = notifier.record_changes(rows).await {
+                            tracing::error!("recording pending alerts in the history: {e}");
+                        }
+                    });
+                })
+            },
         );
         let rules = Arc::new(web::rules::Rules::new(
             rules_dir,

@@ -461,7 +461,7 @@ fn notifications_reach_a_webhook_once_across_a_restart_and_resolve() {
         .flatten()
         .map(|h| h["to"].as_str().unwrap_or("").to_string())
         .collect();
-    for want in ["firing", "acknowledged", "resolved"] {
+    for want in ["pending", "firing", "acknowledged", "resolved"] {
         assert!(changes.iter().any(|c| c == want), "{want} in {changes:?}");
     }
     let (_, v) = call(&s, "/api/ops/v1/notifications", Some(&admin));

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::eval::{EvalOptions, GroupState, Notification, Schedule};
+use crate::eval::{AlertState, EvalOptions, GroupState, Notification, Schedule};
 use crate::rulefile::Group;
 
 /// What the manager needs from the server.
@@ -35,6 +35,73 @@ pub struct Settings {
 /// Receives the alerts due for sending after each evaluation.
 pub type Send = Arc<dyn Fn(Vec<Notification>) + std::marker::Send + Sync>;
 
+/// An alert that went pending, or stopped pending without firing: the changes the
+/// notifier does not see (it sees firing and resolved alerts), for the history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    pub labels: BTreeMap<String, String>,
+    pub from: AlertState,
+    pub to: AlertState,
+    /// The evaluation's timestamp (Unix ms).
+    pub at: i64,
+}
+
+/// Receives the pending changes of each evaluation.
+pub type OnChange = Arc<dyn Fn(Vec<Change>) + std::marker::Send + Sync>;
+
+/// The state of every alert of a group, by label set.
+fn states(g: &GroupState) -> BTreeMap<String, (AlertState, BTreeMap<String, String>)> {
+    let mut out = BTreeMap::new();
+    for r in g.rules() {
+        for a in r.all_alerts() {
+            let state = if a.resolved_at.is_some() {
+                AlertState::Inactive
+            } else {
+                a.state
+            };
+            let labels = a
+                .labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            out.insert(a.labels.to_string(), (state, labels));
+        }
+    }
+    out
+}
+
+/// Alerts that went pending, and pending ones that went away without firing.
+fn pending_changes(
+    before: &BTreeMap<String, (AlertState, BTreeMap<String, String>)>,
+    after: &BTreeMap<String, (AlertState, BTreeMap<String, String>)>,
+    at: i64,
+) -> Vec<Change> {
+    let mut out = Vec::new();
+    for (k, (to, labels)) in after {
+        let from = before.get(k).map_or(AlertState::Inactive, |(s, _)| *s);
+        if *to == AlertState::Pending && from == AlertState::Inactive {
+            out.push(Change {
+                labels: labels.clone(),
+                from,
+                to: *to,
+                at,
+            });
+        }
+    }
+    for (k, (from, labels)) in before {
+        let to = after.get(k).map_or(AlertState::Inactive, |(s, _)| *s);
+        if *from == AlertState::Pending && to == AlertState::Inactive {
+            out.push(Change {
+                labels: labels.clone(),
+                from: *from,
+                to,
+                at,
+            });
+        }
+    }
+    out
+}
+
 struct Running {
     /// The definition it runs (its debug form), to tell a changed group.
     definition: String,
@@ -48,6 +115,7 @@ pub struct Manager {
     db: Arc<tsdb::Db>,
     settings: Settings,
     send: Send,
+    on_change: OnChange,
     groups: Mutex<BTreeMap<String, Running>>,
 }
 
@@ -67,11 +135,17 @@ pub struct GroupView {
 }
 
 impl Manager {
-    pub fn new(db: Arc<tsdb::Db>, settings: Settings, send: Send) -> Arc<Manager> {
+    pub fn new(
+        db: Arc<tsdb::Db>,
+        settings: Settings,
+        send: Send,
+        on_change: OnChange,
+    ) -> Arc<Manager> {
         Arc::new(Manager {
             db,
             settings,
             send,
+            on_change,
             groups: Mutex::new(BTreeMap::new()),
         })
     }
@@ -152,6 +226,13 @@ impl Manager {
             let done = tokio::task::spawn_blocking(move || {
                 let engine = promql::Engine::new(settings.engine.clone());
                 let mut g = lock(&st);
+                // Compared with the states before; the first evaluation after start
+                // (which restores them) with nothing, once restored.
+                let before = if g.restore_pending() {
+                    BTreeMap::new()
+                } else {
+                    states(&g)
+                };
                 let mut res = g.eval(db.as_ref(), db.as_ref(), &engine, ts, &settings.eval);
                 if g.restore_pending() {
                     g.restore(
@@ -169,11 +250,15 @@ impl Manager {
                     res.firing.extend(again.firing);
                     res.resolved.extend(again.resolved);
                 }
-                res
+                let changes = pending_changes(&before, &states(&g), ts);
+                (res, changes)
             })
             .await;
             match done {
-                Ok(res) => {
+                Ok((res, changes)) => {
+                    if !changes.is_empty() {
+                        (self.on_change)(changes);
+                    }
                     let mut out = res.firing;
                     out.extend(res.resolved);
                     if !out.is_empty() {
@@ -201,5 +286,52 @@ impl Manager {
         for (_, r) in std::mem::take(&mut *lock(&self.groups)) {
             r.task.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(
+        entries: &[(&str, AlertState)],
+    ) -> BTreeMap<String, (AlertState, BTreeMap<String, String>)> {
+        entries
+            .iter()
+            .map(|(k, s)| {
+                (
+                    k.to_string(),
+                    (
+                        *s,
+                        BTreeMap::from([("alertname".to_string(), k.to_string())]),
+                    ),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn only_changes_into_and_out_of_pending_are_reported() {
+        use AlertState::*;
+        let before = set(&[
+            ("a", Pending),
+            ("b", Pending),
+            ("c", Firing),
+            ("e", Inactive),
+        ]);
+        let after = set(&[("a", Firing), ("d", Pending), ("e", Pending)]);
+        let mut got: Vec<(String, AlertState, AlertState)> = pending_changes(&before, &after, 7)
+            .into_iter()
+            .map(|c| (c.labels["alertname"].clone(), c.from, c.to))
+            .collect();
+        got.sort_by(|x, y| x.0.cmp(&y.0));
+        assert_eq!(
+            got,
+            vec![
+                ("b".to_string(), Pending, Inactive),
+                ("d".to_string(), Inactive, Pending),
+                ("e".to_string(), Inactive, Pending),
+            ]
+        );
     }
 }

@@ -20,16 +20,26 @@
 //! assert_eq!(t.execute(&data, None).unwrap(), "db1:9100 is 93.3% full");
 //! ```
 //!
-//! # Deliberate differences from Prometheus
+//! # Differences from Prometheus
 //!
+//! Deliberate:
 //! - Comparisons (`eq`, `lt`, `gt`...) accept an int and a float together,
 //!   so `gt $value 90` works; Go rejects it ("incompatible types for
 //!   comparison") and only `gt $value 90.0` works there.
-//! - `title` follows current Prometheus (`cases.Title`): `don't` → `Don't`.
+//! - `title` follows current Prometheus (`cases.Title`): `don't` → `Don't`
+//!   (Prometheus 2.42 and older: `Don'T`).
 //! - `tmpl` (console templates only, in Prometheus) is available.
-//! - `call` always fails: templates have no function values.
-//! - Execution is bounded (see `exec.rs`): output and strings at 1 MiB,
-//!   5 million steps, template recursion at 100 levels.
+//! - Execution is bounded (see `exec.rs`): output and any string at 1 MiB,
+//!   5 million steps, `{{template}}` recursion at 100 levels, nesting at
+//!   100 levels when parsing and 250 when executing.
+//! - Newer Go features are accepted: `range` over an integer (Go 1.22),
+//!   `{{else with}}` (Go 1.23).
+//!
+//! Not supported: complex numbers; methods other than those of the time
+//! `toTime` returns (`Format`, `Unix`, `Year`...); `call` (templates have no
+//! function values, so it always fails as it would in Go); `printf`'s `%x`
+//! and `%b` of floats. Printing a whole query result shows its samples
+//! where Go shows pointers.
 //!
 //! # Layout
 //!

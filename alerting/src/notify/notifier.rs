@@ -854,6 +854,32 @@ impl Notifier {
         }
     }
 
+    /// Records state changes the notifier does not see itself (an alert going pending,
+    /// or a pending one going away without firing) in the history: `(labels, from, to,
+    /// at)` with states `inactive` or `pending`.
+    pub async fn record_changes(
+        &self,
+        changes: Vec<(Labels, &'static str, &'static str, i64)>,
+    ) -> Result<(), Error> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let _w = self.writer.lock().await;
+        let mut batch = Batch::default();
+        for (labels, from, to, at) in changes {
+            batch.history.push(HistoryRow {
+                fingerprint: crate::notify::fingerprint(&labels),
+                labels,
+                from,
+                to,
+                at,
+                detail: String::new(),
+            });
+        }
+        store::write(&self.pool, &batch).await?;
+        Ok(())
+    }
+
     /// Replaces the configuration. Groups whose key survives keep their timers (so a
     /// reload neither delays nor repeats notifications); alerts are routed again.
     pub async fn reload(&self, config: Config) -> Result<(), Error> {
