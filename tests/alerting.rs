@@ -633,3 +633,57 @@ fn alerts_reach_an_smtp_server_and_a_real_alertmanager_then_resolve() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = pusher.join();
 }
+
+#[test]
+fn an_alert_nobody_acknowledges_escalates_to_the_next_receiver() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rules = dir.path().join("rules");
+    write_rules(&rules, "shop.yml", SHOP_RULES);
+    let (oncall, boss) = (Hook::start(0), Hook::start(0));
+    let config = dir.path().join("alerting.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "route:\n  receiver: oncall\n  group_by: [alertname]\n  group_wait: 100ms\n  \
+             group_interval: 500ms\n  repeat_interval: 1h\n  escalate_after: 2s\n  \
+             escalate_to: boss\nreceivers:\n  - name: oncall\n    webhook_configs:\n      \
+             - url: {}\n  - name: boss\n    webhook_configs:\n      - url: {}\n",
+            oncall.url, boss.url
+        ),
+    )
+    .expect("config");
+    let rd = rules.to_str().expect("path").to_string();
+    let cf = config.to_str().expect("path").to_string();
+    let (s, _, _) = started(dir.path(), &["--rules.dir", &rd, "--alerting.config", &cf]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pusher = {
+        let url = s.url("/api/v1/import/prometheus");
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = crate::util::client()
+                    .post(&url)
+                    .body("stock_items{sku=\"A1\"} 0\n")
+                    .send();
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })
+    };
+    eventually("oncall notified", || {
+        if oncall.received().iter().any(|b| b["status"] == "firing") {
+            Ok(())
+        } else {
+            Err(format!("{:?}", oncall.received()))
+        }
+    });
+    // Nobody acknowledges: the boss hears of it.
+    let escalated = eventually("escalated", || {
+        boss.received()
+            .into_iter()
+            .find(|b| b["status"] == "firing")
+            .ok_or_else(|| format!("{:?}", boss.received()))
+    });
+    assert_eq!(escalated["alerts"][0]["labels"]["alertname"], "OutOfStock");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = pusher.join();
+}
