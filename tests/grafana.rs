@@ -282,8 +282,14 @@ fn exemplars_rules_and_other_probes() {
         ],
     );
     assert_eq!(success(st, &body)["data"], json!([]));
+    // Only the built-in group (HostLost), in the shape Grafana reads.
     let (st, body) = s.get("/api/v1/rules");
-    assert_eq!(success(st, &body)["data"], json!({"groups": []}));
+    let rules = success(st, &body)["data"]["groups"].clone();
+    assert_eq!(rules.as_array().map(Vec::len), Some(1), "{rules}");
+    assert_eq!(rules[0]["name"], "minos");
+    assert_eq!(rules[0]["rules"][0]["name"], "HostLost");
+    assert_eq!(rules[0]["rules"][0]["type"], "alerting");
+    assert_eq!(rules[0]["rules"][0]["alerts"], json!([]));
     let (st, body) = s.get("/api/v1/alerts");
     assert_eq!(success(st, &body)["data"], json!({"alerts": []}));
     let (st, body) = s.get("/api/v1/targets");
