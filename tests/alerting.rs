@@ -687,3 +687,108 @@ fn an_alert_nobody_acknowledges_escalates_to_the_next_receiver() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = pusher.join();
 }
+
+/// Runs `minos` with a server's address and token.
+fn cli(s: &Server, token: &str, args: &[&str]) -> (i32, String, String) {
+    let url = s.url("");
+    let mut all = args.to_vec();
+    all.extend(["--server", url.trim_end_matches('/'), "--token", token]);
+    crate::util::minos(&all)
+}
+
+#[test]
+fn the_rules_alerts_and_silence_commands_work_as_a_user_runs_them() {
+    let testdata = Path::new(env!("CARGO_MANIFEST_DIR")).join("alerting/testdata");
+    let p = |f: &str| testdata.join(f).to_string_lossy().to_string();
+    // minos rules check / test, as promtool's.
+    let (code, out, err) = crate::util::minos(&["rules", "check", &p("rules/business.rules.yml")]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("SUCCESS"), "{out}");
+    let (code, out, err) =
+        crate::util::minos(&["rules", "check", &p("check/unknown_function.yml")]);
+    assert_eq!(code, 1, "{out}{err}");
+    let (code, out, err) = crate::util::minos(&["rules", "test", &p("business.test.yml")]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("SUCCESS"), "{out}");
+    let (code, out, err) = crate::util::minos(&["rules", "test", &p("failing.test.yml")]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(format!("{out}{err}").contains("FAILED"), "{out}{err}");
+
+    // A firing alert, then the alerts and silence commands against a real server.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rules = dir.path().join("rules");
+    write_rules(
+        &rules,
+        "now.yml",
+        "groups:\n  - name: now\n    interval: 1s\n    rules:\n      - alert: DiskFull\n        \
+         expr: vector(1)\n        labels:\n          severity: warning\n        annotations:\n          \
+         summary: disk is full\n",
+    );
+    let rd = rules.to_str().expect("path").to_string();
+    let (s, admin, _) = started(dir.path(), &["--rules.dir", &rd]);
+    let listed = eventually("minos alerts lists DiskFull", || {
+        let (code, out, err) = cli(&s, &admin, &["alerts", "--json"]);
+        let v: Value = serde_json::from_str(&out).map_err(|e| format!("{e}: {out}{err}"))?;
+        let a = v["alerts"].as_array().and_then(|a| {
+            a.iter()
+                .find(|a| a["labels"]["alertname"] == "DiskFull")
+                .cloned()
+        });
+        match (code, a) {
+            (0, Some(a)) => Ok(a),
+            other => Err(format!("{other:?} {out}{err}")),
+        }
+    });
+    let fp = listed["fingerprint"]
+        .as_str()
+        .expect("fingerprint")
+        .to_string();
+    let (code, out, err) = cli(&s, &admin, &["alerts"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("DiskFull") && out.contains("disk is full"),
+        "{out}"
+    );
+    // Acknowledged by a prefix of its fingerprint.
+    let (code, out, err) = cli(&s, &admin, &["alerts", "ack", &fp[..8], "-c", "on it"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (_, out, _) = cli(&s, &admin, &["alerts"]);
+    assert!(out.contains("acked"), "{out}");
+    let (code, out, err) = cli(&s, &admin, &["alerts", "history"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("acknowledged"), "{out}");
+    // A silence: added, listed, shown on the alert, expired.
+    let (code, out, err) = cli(
+        &s,
+        &admin,
+        &[
+            "silence",
+            "add",
+            "alertname=DiskFull",
+            "-d",
+            "1h",
+            "-c",
+            "cleaning up",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let id = out.trim().to_string();
+    let (code, out, _) = cli(&s, &admin, &["silence", "list"]);
+    assert_eq!(code, 0);
+    assert!(out.contains(&id) && out.contains("cleaning up"), "{out}");
+    let (_, out, _) = cli(&s, &admin, &["alerts"]);
+    assert!(out.contains("silenced"), "{out}");
+    let (code, out, err) = cli(&s, &admin, &["silence", "expire", &id]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (_, out, _) = cli(&s, &admin, &["silence", "list", "--expired"]);
+    assert!(out.contains(&id), "{out}");
+    // Refused: a silence matching everything, an unknown fingerprint.
+    let (code, _, err) = cli(
+        &s,
+        &admin,
+        &["silence", "add", "alertname=~.*", "-c", "all"],
+    );
+    assert_eq!(code, 2, "{err}");
+    let (code, _, err) = cli(&s, &admin, &["alerts", "ack", "ffffffffffffffff"]);
+    assert_eq!(code, 2, "{err}");
+}
