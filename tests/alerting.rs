@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::agent::{agent, eventually, started, wait_status};
-use crate::util::{Server, call, send, urlencode};
+use crate::util::{Server, call, cli, send, urlencode};
 
 fn write_rules(dir: &Path, name: &str, text: &str) {
     std::fs::create_dir_all(dir).expect("rules dir");
@@ -36,6 +36,53 @@ fn query(s: &Server, q: &str) -> Vec<Value> {
     assert_eq!(code, 200, "{body}");
     let v: Value = serde_json::from_str(&body).expect("json");
     v["data"]["result"].as_array().cloned().unwrap_or_default()
+}
+
+/// Pushes `stock_items{sku="A1"} LEVEL` (and `sku="B2"` at 7) every 200 ms, through the
+/// text import endpoint, until dropped. LEVEL starts at 0.
+struct Stock {
+    level: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Stock {
+    fn feed(s: &Server) -> Stock {
+        let level = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let url = s.url("/api/v1/import/prometheus");
+        let (l, st) = (level.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            while !st.load(std::sync::atomic::Ordering::Relaxed) {
+                let v = l.load(std::sync::atomic::Ordering::Relaxed);
+                let _ = crate::util::client()
+                    .post(&url)
+                    .body(format!(
+                        "stock_items{{sku=\"A1\"}} {v}\nstock_items{{sku=\"B2\"}} 7\n"
+                    ))
+                    .send();
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        });
+        Stock {
+            level,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn set(&self, v: u64) {
+        self.level.store(v, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Drop for Stock {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 const SHOP_RULES: &str = r#"groups:
@@ -66,21 +113,8 @@ fn alerts_go_pending_then_firing_and_survive_a_restart() {
         .trim_start_matches("http://")
         .trim_end_matches('/')
         .to_string();
-    // Keep the stock at zero for the whole test.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let pusher = {
-        let url = s.url("/api/v1/import/prometheus");
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let _ = crate::util::client()
-                    .post(&url)
-                    .body("stock_items{sku=\"A1\"} 0\nstock_items{sku=\"B2\"} 7\n")
-                    .send();
-                std::thread::sleep(Duration::from_millis(200));
-            }
-        })
-    };
+    // The stock stays at zero for the whole test.
+    let _stock = Stock::feed(&s);
     let pending = eventually("OutOfStock pending", || {
         match alert_state(&s, "OutOfStock") {
             Some((st, a)) if st == "pending" => Ok(a),
@@ -144,8 +178,6 @@ fn alerts_go_pending_then_firing_and_survive_a_restart() {
         back["activeAt"].as_str().map(|t| &t[..19]),
         Some(&active_at[..19])
     );
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let _ = pusher.join();
 }
 
 #[test]
@@ -375,22 +407,7 @@ fn notifications_reach_a_webhook_once_across_a_restart_and_resolve() {
         .trim_start_matches("http://")
         .trim_end_matches('/')
         .to_string();
-    let stock = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let pusher = {
-        let url = s.url("/api/v1/import/prometheus");
-        let (stock, stop) = (stock.clone(), stop.clone());
-        std::thread::spawn(move || {
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let v = stock.load(std::sync::atomic::Ordering::Relaxed);
-                let _ = crate::util::client()
-                    .post(&url)
-                    .body(format!("stock_items{{sku=\"A1\"}} {v}\n"))
-                    .send();
-                std::thread::sleep(Duration::from_millis(200));
-            }
-        })
-    };
+    let stock = Stock::feed(&s);
     // Firing, delivered after the receiver came back.
     let firing = eventually("firing notification", || {
         hook.received()
@@ -438,7 +455,7 @@ fn notifications_reach_a_webhook_once_across_a_restart_and_resolve() {
     assert_eq!(hook.received().len(), before, "{:?}", hook.received());
 
     // Restocked: the resolution is delivered.
-    stock.store(5, std::sync::atomic::Ordering::Relaxed);
+    stock.set(5);
     let resolved = eventually("resolved notification", || {
         hook.received()
             .into_iter()
@@ -446,8 +463,6 @@ fn notifications_reach_a_webhook_once_across_a_restart_and_resolve() {
             .ok_or_else(|| format!("{:?}", hook.received()))
     });
     assert_eq!(resolved["alerts"][0]["labels"]["alertname"], "OutOfStock");
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let _ = pusher.join();
     // The history and the notification log say what happened.
     let (code, v) = call(
         &s,
@@ -573,22 +588,7 @@ fn alerts_reach_an_smtp_server_and_a_real_alertmanager_then_resolve() {
     let rd = rules.to_str().expect("path").to_string();
     let cf = config.to_str().expect("path").to_string();
     let (s, _, _) = started(dir.path(), &["--rules.dir", &rd, "--alerting.config", &cf]);
-    let stock = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let pusher = {
-        let url = s.url("/api/v1/import/prometheus");
-        let (stock, stop) = (stock.clone(), stop.clone());
-        std::thread::spawn(move || {
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let v = stock.load(std::sync::atomic::Ordering::Relaxed);
-                let _ = crate::util::client()
-                    .post(&url)
-                    .body(format!("stock_items{{sku=\"A1\"}} {v}\n"))
-                    .send();
-                std::thread::sleep(Duration::from_millis(200));
-            }
-        })
-    };
+    let stock = Stock::feed(&s);
     let mail = eventually("the firing email", || {
         mails(&maildir)
             .into_iter()
@@ -610,7 +610,7 @@ fn alerts_reach_an_smtp_server_and_a_real_alertmanager_then_resolve() {
     assert_eq!(am["labels"]["sku"], "A1");
     assert_eq!(am["annotations"]["summary"], "A1 is out of stock");
     // Restocked: the resolution is mailed, and Alertmanager lets the alert go.
-    stock.store(9, std::sync::atomic::Ordering::Relaxed);
+    stock.set(9);
     eventually("the resolved email", || {
         mails(&maildir)
             .into_iter()
@@ -630,8 +630,6 @@ fn alerts_reach_an_smtp_server_and_a_real_alertmanager_then_resolve() {
             Err(format!("{active:?}"))
         }
     });
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let _ = pusher.join();
 }
 
 #[test]
@@ -655,20 +653,7 @@ fn an_alert_nobody_acknowledges_escalates_to_the_next_receiver() {
     let rd = rules.to_str().expect("path").to_string();
     let cf = config.to_str().expect("path").to_string();
     let (s, _, _) = started(dir.path(), &["--rules.dir", &rd, "--alerting.config", &cf]);
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let pusher = {
-        let url = s.url("/api/v1/import/prometheus");
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let _ = crate::util::client()
-                    .post(&url)
-                    .body("stock_items{sku=\"A1\"} 0\n")
-                    .send();
-                std::thread::sleep(Duration::from_millis(200));
-            }
-        })
-    };
+    let _stock = Stock::feed(&s);
     eventually("oncall notified", || {
         if oncall.received().iter().any(|b| b["status"] == "firing") {
             Ok(())
@@ -684,16 +669,6 @@ fn an_alert_nobody_acknowledges_escalates_to_the_next_receiver() {
             .ok_or_else(|| format!("{:?}", boss.received()))
     });
     assert_eq!(escalated["alerts"][0]["labels"]["alertname"], "OutOfStock");
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let _ = pusher.join();
-}
-
-/// Runs `minos` with a server's address and token.
-fn cli(s: &Server, token: &str, args: &[&str]) -> (i32, String, String) {
-    let url = s.url("");
-    let mut all = args.to_vec();
-    all.extend(["--server", url.trim_end_matches('/'), "--token", token]);
-    crate::util::minos(&all)
 }
 
 #[test]

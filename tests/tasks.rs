@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::agent::{Agent, agent, eventually, started, wait_status};
-use crate::util::{Server, call, send};
+use crate::util::{Server, call, cli, send};
 
 /// A server and `n` agents `h1..hn`, all online.
 fn cluster(dir: &Path, n: usize, extra: &[&str]) -> (Server, String, String, Vec<Agent>) {
@@ -771,14 +771,6 @@ fn agents_refuse_work_the_server_they_enrolled_with_did_not_sign() {
         "{t}"
     );
     assert!(!marker.exists(), "the agent ran work signed by another key");
-}
-
-/// Runs `minos` with the server and token of a test cluster.
-fn cli(s: &Server, admin: &str, args: &[&str]) -> (i32, String, String) {
-    let url = s.url("");
-    let mut all = args.to_vec();
-    all.extend(["--server", url.trim_end_matches('/'), "--token", admin]);
-    crate::util::minos(&all)
 }
 
 #[test]

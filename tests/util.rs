@@ -280,6 +280,14 @@ pub fn minos(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// Runs `minos` against server `s` with `token` (`--server`, `--token` appended).
+pub fn cli(s: &Server, token: &str, args: &[&str]) -> (i32, String, String) {
+    let url = s.url("");
+    let mut all = args.to_vec();
+    all.extend(["--server", url.trim_end_matches('/'), "--token", token]);
+    minos(&all)
+}
+
 /// `GET path` with an optional bearer token; status and JSON body.
 pub fn call(s: &Server, path: &str, token: Option<&str>) -> (u16, serde_json::Value) {
     let mut req = client().get(s.url(path));
