@@ -1,0 +1,1251 @@
+//! Scale benchmark of rule evaluation: one `minos server --rules.dir` evaluating
+//! thousands of alerting rules over series pushed to it.
+//!
+//! `rule_scale` writes `--rules` alerting rules (default 2,000) in `--groups` groups
+//! (20, one file each, `interval` `--interval`), starts `minos server --rules.dir DIR
+//! --rules.evaluation-interval INTERVAL` on a fresh data directory and, from a thread of
+//! its own, pushes `--series` series (10,000: 100 metrics × `--series`/100 instances,
+//! gauges wandering around a per-series level, counters growing at wandering rates) every
+//! `--interval` (15 s) through `POST /api/v1/import/prometheus`, one request carrying
+//! every series. Rules are of five shapes (thresholds on a gauge, `rate()` thresholds,
+//! per-instance aggregations over ten metrics, per-job aggregations, `absent()`), all
+//! with `for: 1m`, labels and templated annotations; one in twenty (`--firing-pct`) is
+//! given a threshold the data crosses, the rest one it never reaches.
+//!
+//! After `--warmup` it measures for `--window`:
+//!
+//! - every group evaluation, from `/metrics` polled every `--poll`
+//!   (`minos_rule_evaluations_total` moves, `minos_rule_group_last_duration_seconds` is
+//!   its duration): per round (the k-th evaluation of every group) the sum over groups,
+//!   per group, and the share of one core spent inside evaluations;
+//! - the server's CPU time (utime + stime from `/proc/<pid>/stat`) and RSS, this
+//!   process's CPU, the feeder thread's CPU, the machine's load;
+//! - failures and missed iterations from `/metrics`, samples appended.
+//!
+//! After the window (not counted in it): `GET /api/v1/rules` (every rule's
+//! `evaluationTime`, state and alerts), and what one `GET /metrics` and one
+//! `GET /api/v1/rules` cost the server. Before that run, unless `--no-baseline`, the
+//! same feed goes to a server without rules for `--baseline-window`, to separate the CPU
+//! of ingest from the CPU of evaluation.
+//!
+//! It exits non-zero when a push failed, a rule evaluation failed, an iteration was
+//! missed, an evaluation went unobserved, or fewer rules than `--rules` were loaded. See
+//! `benches/rule_scale.md`.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use clap::Parser;
+use minos_benches::harness::{
+    Server, cpu_pct, default_minos, exit_with, free_port, machine_line, machine_ticks, metric,
+    parse_duration, proc_sample,
+};
+use minos_benches::splitmix64;
+use serde_json::Value;
+use tokio::sync::watch;
+
+/// Metrics per instance: `bench_metric_00`…`bench_metric_79` (gauges) and
+/// `bench_counter_00`…`bench_counter_19`.
+const METRICS: usize = 100;
+const GAUGES: usize = 80;
+const COUNTERS: usize = METRICS - GAUGES;
+
+/// Gauges: an Ornstein–Uhlenbeck walk, `v += THETA·(level − v) + SIGMA·u` with `u`
+/// uniform of variance 1, per series `level` uniform in `GAUGE_LEVEL`, clamped to
+/// 0–100. Stationary standard deviation ≈ 9.2.
+const GAUGE_LEVEL: (f64, f64) = (10.0, 50.0);
+const GAUGE_THETA: f64 = 0.1;
+const GAUGE_SIGMA: f64 = 4.0;
+/// Counters: the rate (per second) walks the same way around a per-series level in
+/// `RATE_LEVEL` (stationary sd ≈ 0.57), never below 0.
+const RATE_LEVEL: (f64, f64) = (0.2, 2.5);
+const RATE_SIGMA: f64 = 0.25;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "rule_scale",
+    about = "Thousands of alerting rules over pushed series in one minos server: evaluation time per round, CPU, RSS"
+)]
+struct Cli {
+    /// Alerting rules.
+    #[arg(long, default_value_t = 2000)]
+    rules: usize,
+    /// Rule groups (one file each); the rules are split evenly.
+    #[arg(long, default_value_t = 20)]
+    groups: usize,
+    /// Series pushed: 100 metrics per instance, so a multiple of 100.
+    #[arg(long, default_value_t = 10_000)]
+    series: usize,
+    /// Evaluation interval of every group, and the interval between two pushes.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    interval: Duration,
+    /// Time from the server's start to the window (alerts with `for: 1m` fire after
+    /// about 75 s).
+    #[arg(long, default_value = "90s", value_parser = parse_duration)]
+    warmup: Duration,
+    /// The measurement window (12 rounds at 15 s).
+    #[arg(long, default_value = "180s", value_parser = parse_duration)]
+    window: Duration,
+    /// The window of the run without rules (after a 30 s warmup).
+    #[arg(long, default_value = "90s", value_parser = parse_duration)]
+    baseline_window: Duration,
+    /// Skip the run without rules.
+    #[arg(long)]
+    no_baseline: bool,
+    /// How often `/metrics` is read; shorter than `--interval` so that every evaluation
+    /// is seen.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    poll: Duration,
+    /// Percentage of rules whose threshold the data crosses.
+    #[arg(long, default_value_t = 5)]
+    firing_pct: u32,
+    /// The minos binary [default: $CARGO_TARGET_DIR/release/minos, else the workspace's
+    /// target/release/minos, else `minos` on PATH].
+    #[arg(long)]
+    minos: Option<PathBuf>,
+    /// Seed of the pushed values.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Keep the servers' data directories, logs and the rule files.
+    #[arg(long)]
+    keep: bool,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    if cli.series == 0 || !cli.series.is_multiple_of(METRICS) {
+        bail!("--series must be a positive multiple of {METRICS}");
+    }
+    if cli.rules == 0 || cli.groups == 0 || cli.groups > cli.rules {
+        bail!("--rules and --groups must be positive, with at least one rule a group");
+    }
+    if cli.poll >= cli.interval {
+        bail!("--poll must be shorter than --interval");
+    }
+    if cli.firing_pct > 100 {
+        bail!("--firing-pct is a percentage");
+    }
+    exit_with(run(cli))
+}
+
+// ---------------------------------------------------------------------------------------
+// The pushed series
+// ---------------------------------------------------------------------------------------
+
+fn instance_name(i: usize) -> String {
+    format!("host-{i:03}")
+}
+
+/// Every series' state; [`Feed::render`] steps it and writes one push body.
+struct Feed {
+    /// Per series, the line up to its value:
+    /// `bench_metric_07{instance="host-012",job="bench"} `. Series `m * instances + i`
+    /// is metric `m` of instance `i`; metrics below [`GAUGES`] are gauges.
+    prefixes: Vec<String>,
+    instances: usize,
+    /// Gauge value, or counter total.
+    values: Vec<f64>,
+    /// Gauges: the level the value reverts to. Counters: the rate's level.
+    levels: Vec<f64>,
+    /// Counters: the current rate per second (unused for gauges).
+    rates: Vec<f64>,
+    rng: u64,
+}
+
+fn uniform(rng: &mut u64) -> f64 {
+    (splitmix64(rng) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Uniform noise of mean 0 and variance 1.
+fn noise(rng: &mut u64) -> f64 {
+    (uniform(rng) * 2.0 - 1.0) * 3f64.sqrt()
+}
+
+impl Feed {
+    fn new(series: usize, seed: u64) -> Feed {
+        let instances = series / METRICS;
+        let mut rng = seed;
+        let (mut prefixes, mut values, mut levels, mut rates) = (
+            Vec::with_capacity(series),
+            Vec::with_capacity(series),
+            Vec::with_capacity(series),
+            Vec::with_capacity(series),
+        );
+        for m in 0..METRICS {
+            let name = if m < GAUGES {
+                format!("bench_metric_{m:02}")
+            } else {
+                format!("bench_counter_{:02}", m - GAUGES)
+            };
+            for i in 0..instances {
+                prefixes.push(format!(
+                    "{name}{{instance=\"{}\",job=\"bench\"}} ",
+                    instance_name(i)
+                ));
+                if m < GAUGES {
+                    let level = GAUGE_LEVEL.0 + uniform(&mut rng) * (GAUGE_LEVEL.1 - GAUGE_LEVEL.0);
+                    levels.push(level);
+                    values.push((level + 9.0 * noise(&mut rng)).clamp(0.0, 100.0));
+                    rates.push(0.0);
+                } else {
+                    let level = RATE_LEVEL.0 + uniform(&mut rng) * (RATE_LEVEL.1 - RATE_LEVEL.0);
+                    levels.push(level);
+                    rates.push(level);
+                    values.push((uniform(&mut rng) * 1e6).floor());
+                }
+            }
+        }
+        Feed {
+            prefixes,
+            instances,
+            values,
+            levels,
+            rates,
+            rng,
+        }
+    }
+
+    /// Advances every series by `dt` and writes their lines (no timestamps: the server
+    /// stamps them with the request's time) into `out`.
+    fn render(&mut self, dt: f64, out: &mut String) {
+        out.clear();
+        let gauges = GAUGES * self.instances;
+        for s in 0..self.prefixes.len() {
+            let v = if s < gauges {
+                let v = self.values[s]
+                    + GAUGE_THETA * (self.levels[s] - self.values[s])
+                    + GAUGE_SIGMA * noise(&mut self.rng);
+                v.clamp(0.0, 100.0)
+            } else {
+                let r = self.rates[s]
+                    + GAUGE_THETA * (self.levels[s] - self.rates[s])
+                    + RATE_SIGMA * noise(&mut self.rng);
+                self.rates[s] = r.max(0.0);
+                (self.values[s] + self.rates[s] * dt).round()
+            };
+            self.values[s] = v;
+            out.push_str(&self.prefixes[s]);
+            if s < gauges {
+                let _ = writeln!(out, "{v:.2}");
+            } else {
+                let _ = writeln!(out, "{v}");
+            }
+        }
+    }
+}
+
+/// One push.
+#[derive(Debug, Clone, Copy)]
+struct Push {
+    at: Instant,
+    /// Time to step the series and write the body.
+    render: Duration,
+    /// From sending to the answer.
+    latency: Duration,
+    /// The feeder thread's CPU time for this push: building the body, sending it,
+    /// reading the answer.
+    cpu: Duration,
+    ok: bool,
+}
+
+/// What the feeder thread shares with the measurement.
+struct FeedShared {
+    pushes: Mutex<Vec<Push>>,
+    /// The first failed push's answer.
+    first_error: Mutex<Option<String>>,
+}
+
+/// CPU time of the calling thread (`CLOCK_THREAD_CPUTIME_ID`, nanosecond resolution,
+/// where `/proc` counts 10 ms ticks).
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes only the timespec passed to it.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// CPU time of this whole process (`getrusage`, microsecond resolution).
+fn process_cpu_secs() -> f64 {
+    // SAFETY: an all-zero rusage is a valid value; getrusage only writes it.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+        return 0.0;
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(ru.ru_utime) + secs(ru.ru_stime)
+}
+
+/// Starts the feeder on a thread of its own, with a current-thread runtime, so that all
+/// of its work is that thread's CPU time and every push can measure its own.
+fn start_feeder(
+    cli: &Cli,
+    base: &str,
+    shared: Arc<FeedShared>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<std::thread::JoinHandle<()>> {
+    let url = format!("{base}/api/v1/import/prometheus");
+    let (series, seed, interval) = (cli.series, cli.seed, cli.interval);
+    std::thread::Builder::new()
+        .name("feeder".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    *shared.first_error.lock().unwrap() = Some(format!("feeder runtime: {e}"));
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                let client = reqwest::Client::builder()
+                    .timeout(Duration::from_secs(30))
+                    .build()
+                    .expect("an HTTP client");
+                let mut feed = Feed::new(series, seed);
+                let mut body = String::new();
+                let mut tick = tokio::time::interval(interval);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        _ = stop.changed() => return,
+                    }
+                    let at = Instant::now();
+                    let cpu0 = thread_cpu();
+                    feed.render(interval.as_secs_f64(), &mut body);
+                    let render = at.elapsed();
+                    let sent = Instant::now();
+                    let res = client
+                        .post(&url)
+                        .header("Content-Type", "text/plain; version=0.0.4")
+                        .body(body.clone())
+                        .send()
+                        .await;
+                    let (ok, err) = match res {
+                        Ok(r) if r.status() == reqwest::StatusCode::NO_CONTENT => (true, None),
+                        Ok(r) => {
+                            let status = r.status();
+                            let text = r.text().await.unwrap_or_default();
+                            (false, Some(format!("{status}: {text}")))
+                        }
+                        Err(e) => (false, Some(format!("{e:#}"))),
+                    };
+                    let latency = sent.elapsed();
+                    let cpu = thread_cpu().saturating_sub(cpu0);
+                    if let Some(e) = err {
+                        shared.first_error.lock().unwrap().get_or_insert(e);
+                    }
+                    shared.pushes.lock().unwrap().push(Push {
+                        at,
+                        render,
+                        latency,
+                        cpu,
+                        ok,
+                    });
+                }
+            });
+        })
+        .context("starting the feeder thread")
+}
+
+// ---------------------------------------------------------------------------------------
+// The rules
+// ---------------------------------------------------------------------------------------
+
+/// The five shapes of rule, by their name's prefix.
+const KINDS: [(&str, &str); 7] = [
+    ("BenchGaugeHigh", "threshold on a gauge"),
+    ("BenchCounterRateHigh", "rate() threshold"),
+    ("BenchInstanceAvgHigh", "avg by (instance) over 10 metrics"),
+    ("BenchInstanceMaxHigh", "max by (instance) over 10 metrics"),
+    ("BenchJobRateHigh", "sum by (job) (rate())"),
+    ("BenchJobCountHigh", "count by (job) (gauge > N) > M"),
+    ("BenchSeriesAbsent", "absent() of one series"),
+];
+
+fn kind_of(name: &str) -> &'static str {
+    KINDS
+        .iter()
+        .find(|(p, _)| name.strip_prefix(p).is_some_and(|r| r.starts_with('_')))
+        .map_or("other", |(p, _)| p)
+}
+
+/// Rule `i`'s YAML (indented for a group's `rules:` list) and whether its threshold is
+/// one the data crosses. Rules come in blocks of ten consecutive indexes (five gauge
+/// thresholds, two `rate()`, one per-instance and one per-job aggregation, one
+/// `absent()`); a `firing_pct` share of the blocks can fire.
+fn rule_yaml(i: usize, instances: usize, firing_pct: u32) -> (String, bool) {
+    let block = i / 10;
+    let fire = (block as u64 * u64::from(firing_pct)) % 100 < u64::from(firing_pct);
+    // Spread the rules over the metrics (and decades of metrics) and instances.
+    let m = (i * 7 + block) % GAUGES;
+    let c = (i * 3 + block) % COUNTERS;
+    let decade = (i + block) % (GAUGES / 10);
+    let n = instances as f64;
+    let per_instance = "{{ $labels.instance }} is at {{ $value | humanize }}";
+    // Kinds 7 and 8 each have two variants, alternating between blocks and, among the
+    // blocks that can fire (every twentieth at 5 %), between those too.
+    let variant = (block + block / 20) % 2;
+    let (name, expr, summary, description) = match (i % 10, variant) {
+        (0..=4, _) => {
+            let t = if fire { 60 } else { 90 + block % 10 };
+            (
+                "BenchGaugeHigh",
+                format!("bench_metric_{m:02}{{job=\"bench\"}} > {t}"),
+                per_instance.to_string(),
+                format!(
+                    "bench_metric_{m:02} of {{{{ $labels.instance }}}} (job {{{{ $labels.job }}}}) has been above {t} for 1m."
+                ),
+            )
+        }
+        (5 | 6, _) => {
+            let t = if fire { 2.5 } else { 6.0 };
+            (
+                "BenchCounterRateHigh",
+                format!("rate(bench_counter_{c:02}{{job=\"bench\"}}[1m]) > {t}"),
+                "{{ $labels.instance }} counts {{ $value | humanize }} a second".to_string(),
+                format!(
+                    "bench_counter_{c:02} of {{{{ $labels.instance }}}} has grown faster than {t}/s for 1m."
+                ),
+            )
+        }
+        (7, 0) => {
+            let t = if fire { 38 } else { 80 };
+            (
+                "BenchInstanceAvgHigh",
+                format!(
+                    "avg by (instance) ({{__name__=~\"bench_metric_{decade}[0-9]\",job=\"bench\"}}) > {t}"
+                ),
+                per_instance.to_string(),
+                format!(
+                    "The average of bench_metric_{decade}0 to {decade}9 on {{{{ $labels.instance }}}} has been above {t} for 1m."
+                ),
+            )
+        }
+        (7, _) => {
+            let t = if fire { 62 } else { 99 };
+            (
+                "BenchInstanceMaxHigh",
+                format!(
+                    "max by (instance) ({{__name__=~\"bench_metric_{decade}[0-9]\",job=\"bench\"}}) > {t}"
+                ),
+                per_instance.to_string(),
+                format!(
+                    "One of bench_metric_{decade}0 to {decade}9 on {{{{ $labels.instance }}}} has been above {t} for 1m."
+                ),
+            )
+        }
+        (8, 0) => {
+            let t = if fire { 0.5 * n } else { 10.0 * n };
+            (
+                "BenchJobRateHigh",
+                format!("sum by (job) (rate(bench_counter_{c:02}{{job=\"bench\"}}[1m])) > {t}"),
+                "job {{ $labels.job }} counts {{ $value | humanize }} a second".to_string(),
+                format!(
+                    "bench_counter_{c:02} summed over job {{{{ $labels.job }}}} has grown faster than {t}/s for 1m."
+                ),
+            )
+        }
+        (8, _) => {
+            let (level, t) = if fire { (60, 0) } else { (75, instances / 2) };
+            (
+                "BenchJobCountHigh",
+                format!("count by (job) (bench_metric_{m:02}{{job=\"bench\"}} > {level}) > {t}"),
+                format!(
+                    "{{{{ $value | humanize }}}} instances of job {{{{ $labels.job }}}} above {level}"
+                ),
+                format!(
+                    "More than {t} instances have had bench_metric_{m:02} above {level} for 1m."
+                ),
+            )
+        }
+        _ => {
+            let k = (i * 13 + block) % instances;
+            let instance = if fire {
+                format!("host-retired-{k:03}")
+            } else {
+                instance_name(k)
+            };
+            (
+                "BenchSeriesAbsent",
+                format!("absent(bench_metric_{m:02}{{job=\"bench\",instance=\"{instance}\"}})"),
+                format!("bench_metric_{m:02} of {{{{ $labels.instance }}}} is missing"),
+                format!(
+                    "No sample of bench_metric_{m:02} from {{{{ $labels.instance }}}} for 1m: the host or its exporter is down."
+                ),
+            )
+        }
+    };
+    let severity = if i.is_multiple_of(3) {
+        "critical"
+    } else {
+        "warning"
+    };
+    let yaml = format!(
+        "      - alert: {name}_{i:04}\n        expr: '{expr}'\n        for: 1m\n        labels:\n          severity: {severity}\n          team: team-{}\n        annotations:\n          summary: '{summary}'\n          description: '{description}'\n          runbook_url: 'https://runbooks.example.com/bench/{name}'\n",
+        i % 7
+    );
+    (yaml, fire)
+}
+
+/// Writes the rule files into `dir`: `bench-GG.yml`, one group `bench-GG` each. Returns
+/// the rules in each group and how many can fire.
+fn write_rules(cli: &Cli, dir: &Path) -> Result<(BTreeMap<String, usize>, usize)> {
+    let instances = cli.series / METRICS;
+    let mut sizes = BTreeMap::new();
+    let mut firing = 0;
+    let mut i = 0;
+    for g in 0..cli.groups {
+        // Spread the remainder over the first groups.
+        let n = cli.rules / cli.groups + usize::from(g < cli.rules % cli.groups);
+        let name = format!("bench-{g:02}");
+        let mut text = format!(
+            "# Written by rule_scale: {n} of {} alerting rules.\ngroups:\n  - name: {name}\n    interval: {}ms\n    rules:\n",
+            cli.rules,
+            cli.interval.as_millis()
+        );
+        for _ in 0..n {
+            let (yaml, fire) = rule_yaml(i, instances, cli.firing_pct);
+            text.push_str(&yaml);
+            firing += usize::from(fire);
+            i += 1;
+        }
+        std::fs::write(dir.join(format!("{name}.yml")), text)
+            .with_context(|| format!("writing {name}.yml"))?;
+        sizes.insert(name, n);
+    }
+    Ok((sizes, firing))
+}
+
+// ---------------------------------------------------------------------------------------
+// Reading the server
+// ---------------------------------------------------------------------------------------
+
+/// One group's counters in `/metrics`.
+#[derive(Debug, Clone, Copy, Default)]
+struct GroupCounters {
+    evaluations: f64,
+    failures: f64,
+    last_duration: f64,
+    missed: f64,
+}
+
+/// The `minos_rule_*` samples of a `/metrics` page, by group name (the part of
+/// `rule_group="file;name"` after the last `;`).
+fn group_counters(text: &str) -> BTreeMap<String, GroupCounters> {
+    let mut out: BTreeMap<String, GroupCounters> = BTreeMap::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("minos_rule_") else {
+            continue;
+        };
+        let Some((metric, rest)) = rest.split_once("{rule_group=\"") else {
+            continue;
+        };
+        let Some((key, value)) = rest.split_once("\"}") else {
+            continue;
+        };
+        let Ok(v) = value.trim().parse::<f64>() else {
+            continue;
+        };
+        let name = key.rsplit_once(';').map_or(key, |(_, n)| n).to_string();
+        let c = out.entry(name).or_default();
+        match metric {
+            "evaluations_total" => c.evaluations = v,
+            "evaluation_failures_total" => c.failures = v,
+            "group_last_duration_seconds" => c.last_duration = v,
+            "group_iterations_missed_total" => c.missed = v,
+            _ => {}
+        }
+    }
+    out
+}
+
+async fn get_text(client: &reqwest::Client, url: &str) -> Result<String> {
+    client
+        .get(url)
+        .send()
+        .await
+        .with_context(|| format!("GET {url}"))?
+        .error_for_status()
+        .with_context(|| format!("GET {url}"))?
+        .text()
+        .await
+        .with_context(|| format!("GET {url}: body"))
+}
+
+/// One group evaluation seen by the poller.
+#[derive(Debug, Clone)]
+struct Evaluation {
+    at: Instant,
+    group: String,
+    duration: f64,
+    /// Evaluations since the previous poll (1 unless the poll was too slow, or the first
+    /// evaluation after start, which restores alerts and evaluates twice).
+    count: f64,
+}
+
+/// What the poller saw.
+#[derive(Default)]
+struct Polled {
+    evals: Vec<Evaluation>,
+    /// When each `GET /metrics` was sent, and how long its answer took.
+    gets: Vec<(Instant, Duration)>,
+}
+
+/// Reads `/metrics` every `period` and records each group's new evaluations, until `stop`.
+async fn poll_groups(
+    client: reqwest::Client,
+    base: String,
+    period: Duration,
+    sizes: BTreeMap<String, usize>,
+    seen: Arc<Mutex<Polled>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let url = format!("{base}/metrics");
+    let mut prev: BTreeMap<String, GroupCounters> = BTreeMap::new();
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let sent = Instant::now();
+        let Ok(text) = get_text(&client, &url).await else {
+            continue;
+        };
+        let at = Instant::now();
+        let now = group_counters(&text);
+        let mut seen = seen.lock().unwrap();
+        seen.gets.push((sent, at - sent));
+        for (group, c) in &now {
+            let Some(&size) = sizes.get(group) else {
+                continue;
+            };
+            let before = prev.get(group).map_or(0.0, |p| p.evaluations);
+            if c.evaluations > before {
+                seen.evals.push(Evaluation {
+                    at,
+                    group: group.clone(),
+                    duration: c.last_duration,
+                    count: (c.evaluations - before) / size as f64,
+                });
+            }
+        }
+        drop(seen);
+        prev = now;
+    }
+}
+
+/// The sums over the bench's groups of their `/metrics` counters.
+async fn totals(
+    client: &reqwest::Client,
+    base: &str,
+    sizes: &BTreeMap<String, usize>,
+) -> Result<GroupCounters> {
+    let text = get_text(client, &format!("{base}/metrics")).await?;
+    let mut t = GroupCounters::default();
+    for (g, c) in group_counters(&text) {
+        if sizes.contains_key(&g) {
+            t.evaluations += c.evaluations;
+            t.failures += c.failures;
+            t.missed += c.missed;
+        }
+    }
+    Ok(t)
+}
+
+/// One rule from `GET /api/v1/rules`.
+#[derive(Debug, Clone)]
+struct RuleView {
+    name: String,
+    group: String,
+    query: String,
+    seconds: f64,
+    healthy: bool,
+    pending: usize,
+    firing: usize,
+}
+
+/// The bench's rules from `GET /api/v1/rules`, and each group's `evaluationTime`.
+fn rule_views(
+    v: &Value,
+    sizes: &BTreeMap<String, usize>,
+) -> (Vec<RuleView>, BTreeMap<String, f64>) {
+    let mut rules = Vec::new();
+    let mut groups = BTreeMap::new();
+    for g in v["data"]["groups"].as_array().into_iter().flatten() {
+        let group = g["name"].as_str().unwrap_or_default().to_string();
+        if !sizes.contains_key(&group) {
+            continue;
+        }
+        groups.insert(group.clone(), g["evaluationTime"].as_f64().unwrap_or(0.0));
+        for r in g["rules"].as_array().into_iter().flatten() {
+            let alerts = r["alerts"].as_array();
+            let count = |state: &str| {
+                alerts
+                    .into_iter()
+                    .flatten()
+                    .filter(|a| a["state"] == state)
+                    .count()
+            };
+            rules.push(RuleView {
+                name: r["name"].as_str().unwrap_or_default().to_string(),
+                group: group.clone(),
+                query: r["query"].as_str().unwrap_or_default().to_string(),
+                seconds: r["evaluationTime"].as_f64().unwrap_or(0.0),
+                healthy: r["health"] == "ok",
+                pending: count("pending"),
+                firing: count("firing"),
+            });
+        }
+    }
+    (rules, groups)
+}
+
+// ---------------------------------------------------------------------------------------
+// A run
+// ---------------------------------------------------------------------------------------
+
+/// What one server run showed.
+struct Report {
+    rules: bool,
+    window_secs: f64,
+    server_cpu: f64,
+    rss_mb: f64,
+    hwm_mb: f64,
+    idle_rss_mb: f64,
+    bench_cpu: f64,
+    pushes: Vec<Push>,
+    push_error: Option<String>,
+    appended_per_sec: f64,
+    head_series: f64,
+    machine: Option<String>,
+    /// With rules:
+    evals: Vec<Evaluation>,
+    counters: (GroupCounters, GroupCounters),
+    views: Vec<RuleView>,
+    group_times: BTreeMap<String, f64>,
+    metrics_get_cpu_ms: f64,
+    /// Answer times of the poller's `GET /metrics` in the window, ms.
+    metrics_gets: Vec<f64>,
+    rules_get: (f64, f64),
+    api_alerts: usize,
+    log: (usize, usize, Vec<String>),
+    clean_stop: bool,
+}
+
+async fn start(cli: &Cli, rules_dir: Option<&Path>) -> Result<Server> {
+    let dir = tempfile::Builder::new()
+        .prefix(if rules_dir.is_some() {
+            "rule-scale-"
+        } else {
+            "rule-scale-norules-"
+        })
+        .tempdir()
+        .context("creating the data directory")?;
+    let port = free_port()?;
+    let program = match &cli.minos {
+        Some(p) => p.clone(),
+        None => default_minos()?,
+    };
+    let mut args: Vec<OsString> = vec![
+        "server".into(),
+        "--data".into(),
+        dir.path().join("data").into(),
+        "--listen".into(),
+        format!("127.0.0.1:{port}").into(),
+    ];
+    if let Some(r) = rules_dir {
+        args.extend([
+            "--rules.dir".into(),
+            r.into(),
+            "--rules.evaluation-interval".into(),
+            format!("{}ms", cli.interval.as_millis()).into(),
+        ]);
+    }
+    let mut server = Server::spawn(
+        &program,
+        &args,
+        format!("http://127.0.0.1:{port}"),
+        dir,
+        cli.keep,
+    )?;
+    server.wait_ready(Duration::from_secs(120), || true).await?;
+    eprintln!(
+        "started {} on {} (pid {}){}; log: {}",
+        program.display(),
+        server.base,
+        server.pid(),
+        if rules_dir.is_some() {
+            " with the rules"
+        } else {
+            " without rules"
+        },
+        server.log.display()
+    );
+    Ok(server)
+}
+
+async fn measure(
+    cli: &Cli,
+    rules_dir: Option<&Path>,
+    sizes: &BTreeMap<String, usize>,
+    warmup: Duration,
+    window: Duration,
+) -> Result<Report> {
+    let mut server = start(cli, rules_dir).await?;
+    let started = Instant::now();
+    let (base, pid) = (server.base.clone(), server.pid().to_string());
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()?;
+    let idle = proc_sample(&pid)?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let shared = Arc::new(FeedShared {
+        pushes: Mutex::new(Vec::new()),
+        first_error: Mutex::new(None),
+    });
+    let feeder = start_feeder(cli, &base, shared.clone(), stop_rx.clone())?;
+    let seen = Arc::new(Mutex::new(Polled::default()));
+    let poller = tokio::spawn(poll_groups(
+        http.clone(),
+        base.clone(),
+        cli.poll,
+        sizes.clone(),
+        seen.clone(),
+        stop_rx,
+    ));
+
+    eprintln!(
+        "{}: warming up for {warmup:?}, then measuring for {window:?}…",
+        if rules_dir.is_some() {
+            "rules"
+        } else {
+            "ingest alone"
+        }
+    );
+    let warm_end = started + warmup;
+    while Instant::now() < warm_end {
+        if let Ok(Some(status)) = server.child.try_wait() {
+            bail!("the server exited ({status}):\n{}", server.log_tail(30));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // The window. Read /metrics before the CPU samples so that its cost is outside.
+    let c0 = totals(&http, &base, sizes).await?;
+    let appended0 = metric(&http, &base, "minos_tsdb_samples_appended_total").await?;
+    let s0 = proc_sample(&pid)?;
+    let me0 = process_cpu_secs();
+    let m0 = machine_ticks();
+    let w_start = Instant::now();
+    tokio::time::sleep(window).await;
+    let s1 = proc_sample(&pid)?;
+    let me1 = process_cpu_secs();
+    let m1 = machine_ticks();
+    let w_end = Instant::now();
+    let window_secs = w_end.duration_since(w_start).as_secs_f64();
+    let c1 = totals(&http, &base, sizes).await?;
+    let appended1 = metric(&http, &base, "minos_tsdb_samples_appended_total").await?;
+    let head_series = metric(&http, &base, "minos_tsdb_head_series").await?;
+
+    // After the window: the rules as the API shows them, and what reading them costs.
+    let (mut views, mut group_times, mut rules_get, mut api_alerts) =
+        (Vec::new(), BTreeMap::new(), (0.0, 0.0), 0);
+    if rules_dir.is_some() {
+        let a = proc_sample(&pid)?;
+        let t = Instant::now();
+        let text = get_text(&http, &format!("{base}/api/v1/rules")).await?;
+        let wall = t.elapsed().as_secs_f64();
+        let b = proc_sample(&pid)?;
+        rules_get = (wall * 1000.0, (b.cpu_secs - a.cpu_secs) * 1000.0);
+        let v: Value = serde_json::from_str(&text).context("/api/v1/rules: not JSON")?;
+        (views, group_times) = rule_views(&v, sizes);
+        eprintln!("GET /api/v1/rules: {} bytes", text.len());
+        let alerts: Value =
+            serde_json::from_str(&get_text(&http, &format!("{base}/api/v1/alerts")).await?)
+                .context("/api/v1/alerts: not JSON")?;
+        api_alerts = alerts["data"]["alerts"].as_array().map_or(0, Vec::len);
+    }
+    const GETS: u32 = 20;
+    let a = proc_sample(&pid)?;
+    for _ in 0..GETS {
+        get_text(&http, &format!("{base}/metrics")).await?;
+    }
+    let b = proc_sample(&pid)?;
+    let metrics_get_cpu_ms = (b.cpu_secs - a.cpu_secs) * 1000.0 / f64::from(GETS);
+
+    let _ = stop_tx.send(true);
+    let _ = poller.await;
+    let _ = tokio::task::spawn_blocking(move || feeder.join()).await;
+    let clean_stop = server.stop(Duration::from_secs(60));
+    let log = server.log_problems(5);
+
+    let polled = std::mem::take(&mut *seen.lock().unwrap());
+    let evals = polled
+        .evals
+        .into_iter()
+        .filter(|e| e.at >= w_start && e.at <= w_end)
+        .collect();
+    let metrics_gets = polled
+        .gets
+        .into_iter()
+        .filter(|(at, _)| *at >= w_start && *at <= w_end)
+        .map(|(_, d)| d.as_secs_f64() * 1000.0)
+        .collect();
+    let pushes = shared
+        .pushes
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|p| p.at >= w_start && p.at <= w_end)
+        .copied()
+        .collect();
+    let push_error = shared.first_error.lock().unwrap().clone();
+    let server_cpu = cpu_pct(&s0, &s1);
+    let bench_cpu = (me1 - me0) / window_secs * 100.0;
+    Ok(Report {
+        rules: rules_dir.is_some(),
+        window_secs,
+        server_cpu,
+        rss_mb: s1.rss_mb,
+        hwm_mb: s1.hwm_mb,
+        idle_rss_mb: idle.rss_mb,
+        bench_cpu,
+        pushes,
+        push_error,
+        appended_per_sec: (appended1 - appended0) / window_secs,
+        head_series,
+        machine: machine_line(m0, m1, server_cpu + bench_cpu),
+        evals,
+        counters: (c0, c1),
+        views,
+        group_times,
+        metrics_get_cpu_ms,
+        metrics_gets,
+        rules_get,
+        api_alerts,
+        log,
+        clean_stop,
+    })
+}
+
+async fn run(cli: Cli) -> Result<bool> {
+    let rules_dir = tempfile::Builder::new()
+        .prefix("rule-scale-rules-")
+        .tempdir()
+        .context("creating the rules directory")?;
+    let (sizes, fire_capable) = write_rules(&cli, rules_dir.path())?;
+    let mut probe = Feed::new(cli.series, cli.seed);
+    let mut body = String::new();
+    probe.render(cli.interval.as_secs_f64(), &mut body);
+    eprintln!(
+        "{} rules in {} groups ({fire_capable} with a threshold the data crosses) in {}; {} series, {} bytes a push",
+        cli.rules,
+        cli.groups,
+        rules_dir.path().display(),
+        cli.series,
+        body.len()
+    );
+
+    let baseline = if cli.no_baseline {
+        None
+    } else {
+        Some(
+            measure(
+                &cli,
+                None,
+                &sizes,
+                Duration::from_secs(30),
+                cli.baseline_window,
+            )
+            .await?,
+        )
+    };
+    let with_rules = measure(&cli, Some(rules_dir.path()), &sizes, cli.warmup, cli.window).await?;
+    if cli.keep {
+        eprintln!("kept the rule files in {}", rules_dir.keep().display());
+    }
+
+    println!();
+    println!(
+        "rule scale: {} alerting rules in {} groups over {} series ({} instances × {METRICS} metrics), evaluated and pushed every {:?}; {:?} warmup, {:?} window",
+        cli.rules,
+        cli.groups,
+        cli.series,
+        cli.series / METRICS,
+        cli.interval,
+        cli.warmup,
+        cli.window
+    );
+    let mut passed = true;
+    if let Some(b) = &baseline {
+        passed &= print_common(b, &cli);
+    }
+    passed &= print_common(&with_rules, &cli);
+    passed &= print_rules(&with_rules, baseline.as_ref(), &cli, &sizes, fire_capable);
+    if !passed {
+        println!("FAILED: see the lines above");
+    }
+    Ok(passed)
+}
+
+// ---------------------------------------------------------------------------------------
+// Reporting
+// ---------------------------------------------------------------------------------------
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+fn sorted(mut v: Vec<f64>) -> Vec<f64> {
+    v.sort_by(f64::total_cmp);
+    v
+}
+
+/// The lines both runs have; returns whether the feed had no failure.
+fn print_common(r: &Report, cli: &Cli) -> bool {
+    let label = if r.rules {
+        "with rules"
+    } else {
+        "ingest alone"
+    };
+    println!();
+    println!("[{label}: {:.1} s window]", r.window_secs);
+    let failed = r.pushes.iter().filter(|p| !p.ok).count();
+    let lat = sorted(
+        r.pushes
+            .iter()
+            .map(|p| p.latency.as_secs_f64() * 1000.0)
+            .collect(),
+    );
+    let render = sorted(
+        r.pushes
+            .iter()
+            .map(|p| p.render.as_secs_f64() * 1000.0)
+            .collect(),
+    );
+    println!(
+        "pushes           {} in the window ({} series each), {failed} failed; answered in p50 {:.1} ms, max {:.1} ms; body built in p50 {:.2} ms",
+        r.pushes.len(),
+        cli.series,
+        percentile(&lat, 0.5),
+        percentile(&lat, 1.0),
+        percentile(&render, 0.5)
+    );
+    if let Some(e) = &r.push_error {
+        println!("                 first failure: {e}");
+    }
+    println!(
+        "ingest           {:.0} samples/s appended; {} head series",
+        r.appended_per_sec, r.head_series
+    );
+    println!(
+        "server           CPU {:.2} % of one core; RSS {:.0} MB at window end (peak {:.0} MB, {:.0} MB at start)",
+        r.server_cpu, r.rss_mb, r.hwm_mb, r.idle_rss_mb
+    );
+    let feeder_cpu: f64 = r.pushes.iter().map(|p| p.cpu.as_secs_f64()).sum();
+    println!(
+        "bench process    CPU {:.3} % of one core; the feeder thread {:.1} ms CPU a push ({:.3} % of one core), the rest is reading /metrics every {:?}",
+        r.bench_cpu,
+        feeder_cpu * 1000.0 / r.pushes.len().max(1) as f64,
+        feeder_cpu / r.window_secs * 100.0,
+        cli.poll
+    );
+    let gets = sorted(r.metrics_gets.clone());
+    println!(
+        "                 one GET /metrics costs the server {:.1} ms CPU ({:.2} % of one core at one every {:?}); answered in p50 {:.1} ms, max {:.1} ms",
+        r.metrics_get_cpu_ms,
+        r.metrics_get_cpu_ms / 10.0 / cli.poll.as_secs_f64(),
+        cli.poll,
+        percentile(&gets, 0.5),
+        percentile(&gets, 1.0)
+    );
+    if let Some(m) = &r.machine {
+        println!("machine          {m}");
+    }
+    let (warn, error, lines) = &r.log;
+    println!(
+        "server log       {warn} WARN, {error} ERROR lines; stopped {}",
+        if r.clean_stop {
+            "cleanly on SIGTERM"
+        } else {
+            "by SIGKILL"
+        }
+    );
+    for l in lines {
+        println!("                 {l}");
+    }
+    failed == 0 && r.push_error.is_none() && !r.pushes.is_empty()
+}
+
+/// The rule evaluation lines; returns whether evaluation was clean.
+fn print_rules(
+    r: &Report,
+    baseline: Option<&Report>,
+    cli: &Cli,
+    sizes: &BTreeMap<String, usize>,
+    fire_capable: usize,
+) -> bool {
+    let ms = |s: f64| s * 1000.0;
+    // Per group, its evaluations in the window in order; round k is every group's k-th.
+    let mut per_group: BTreeMap<&str, Vec<&Evaluation>> = BTreeMap::new();
+    for e in &r.evals {
+        per_group.entry(&e.group).or_default().push(e);
+    }
+    let unobserved: f64 = r.evals.iter().map(|e| (e.count - 1.0).max(0.0)).sum();
+    let rounds = if per_group.len() == sizes.len() {
+        per_group.values().map(Vec::len).min().unwrap_or(0)
+    } else {
+        0
+    };
+    let round_sums = sorted(
+        (0..rounds)
+            .map(|k| per_group.values().map(|v| v[k].duration).sum::<f64>())
+            .collect(),
+    );
+    let busy: f64 = r.evals.iter().map(|e| e.duration).sum();
+    println!(
+        "evaluation       per round (sum over the {} groups of their evaluation's duration): p50 {:.1} ms, max {:.1} ms, min {:.1} ms over {rounds} rounds",
+        sizes.len(),
+        ms(percentile(&round_sums, 0.5)),
+        ms(percentile(&round_sums, 1.0)),
+        ms(percentile(&round_sums, 0.0)),
+    );
+    let per_rule_us = percentile(&round_sums, 0.5) * 1e6 / cli.rules as f64;
+    println!(
+        "                 {:.0} µs a rule (p50 round / rules); inside evaluations {:.2} % of the window ({} group evaluations seen, {unobserved} missed by the poller)",
+        per_rule_us,
+        busy / r.window_secs * 100.0,
+        r.evals.len()
+    );
+    // The slowest group: by its median evaluation in the window.
+    let mut groups: Vec<(&str, f64, f64)> = per_group
+        .iter()
+        .map(|(g, v)| {
+            let d = sorted(v.iter().map(|e| e.duration).collect());
+            (*g, percentile(&d, 0.5), percentile(&d, 1.0))
+        })
+        .collect();
+    groups.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let all = sorted(r.evals.iter().map(|e| e.duration).collect());
+    if let (Some(slow), Some(fast)) = (groups.first(), groups.last()) {
+        println!(
+            "groups           one evaluation p50 {:.1} ms, max {:.1} ms; slowest group {} (p50 {:.1} ms, max {:.1} ms), fastest {} (p50 {:.1} ms)",
+            ms(percentile(&all, 0.5)),
+            ms(percentile(&all, 1.0)),
+            slow.0,
+            ms(slow.1),
+            ms(slow.2),
+            fast.0,
+            ms(fast.1)
+        );
+    }
+    let (c0, c1) = r.counters;
+    let evals = c1.evaluations - c0.evaluations;
+    let expected = cli.rules as f64 * r.window_secs / cli.interval.as_secs_f64();
+    let failures = c1.failures - c0.failures;
+    let missed = c1.missed - c0.missed;
+    println!(
+        "/metrics         minos_rule_evaluations_total +{evals} ({expected:.0} expected), minos_rule_evaluation_failures_total +{failures}, minos_rule_group_iterations_missed_total +{missed} (total {} / {})",
+        c1.failures, c1.missed
+    );
+    if let Some(b) = baseline {
+        println!(
+            "rules' CPU       {:.2} % of one core (server with rules {:.2} % − ingest alone {:.2} %); RSS +{:.0} MB",
+            r.server_cpu - b.server_cpu,
+            r.server_cpu,
+            b.server_cpu,
+            r.rss_mb - b.rss_mb
+        );
+    }
+
+    // The API's view after the window.
+    let loaded = r.views.len();
+    let unhealthy = r.views.iter().filter(|v| !v.healthy).count();
+    let with_alerts = r.views.iter().filter(|v| v.pending + v.firing > 0).count();
+    let pending: usize = r.views.iter().map(|v| v.pending).sum();
+    let firing: usize = r.views.iter().map(|v| v.firing).sum();
+    println!(
+        "/api/v1/rules    {loaded} rules loaded, {unhealthy} unhealthy; {with_alerts} rules ({:.1} %) with an active alert ({fire_capable} can fire); {firing} alerts firing, {pending} pending ({} in /api/v1/alerts)",
+        with_alerts as f64 / loaded.max(1) as f64 * 100.0,
+        r.api_alerts
+    );
+    println!(
+        "                 GET took {:.0} ms and {:.0} ms of server CPU; sum of the groups' evaluationTime {:.1} ms",
+        r.rules_get.0,
+        r.rules_get.1,
+        ms(r.group_times.values().sum::<f64>())
+    );
+    println!("by shape         (each rule's latest evaluationTime)");
+    for (prefix, what) in KINDS {
+        let d = sorted(
+            r.views
+                .iter()
+                .filter(|v| kind_of(&v.name) == prefix)
+                .map(|v| v.seconds)
+                .collect(),
+        );
+        if d.is_empty() {
+            continue;
+        }
+        let active = r
+            .views
+            .iter()
+            .filter(|v| kind_of(&v.name) == prefix && v.pending + v.firing > 0)
+            .count();
+        println!(
+            "  {:<22} {:>4} rules, p50 {:>6.0} µs, max {:>6.0} µs, sum {:>6.1} ms, {active} with alerts ({what})",
+            prefix,
+            d.len(),
+            percentile(&d, 0.5) * 1e6,
+            percentile(&d, 1.0) * 1e6,
+            ms(d.iter().sum::<f64>()),
+        );
+    }
+    let mut slow: Vec<&RuleView> = r.views.iter().collect();
+    slow.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
+    println!("slowest rules");
+    for v in slow.iter().take(5) {
+        println!(
+            "  {:>7.2} ms  {} ({}, {} alerts): {}",
+            ms(v.seconds),
+            v.name,
+            v.group,
+            v.pending + v.firing,
+            v.query
+        );
+    }
+    let clean = failures == 0.0
+        && c1.failures == 0.0
+        && c1.missed == 0.0
+        && unobserved == 0.0
+        && unhealthy == 0
+        && loaded == cli.rules
+        && rounds > 0;
+    if !clean {
+        println!(
+            "rules not clean: a failure, a missed iteration, an evaluation the poller missed, an unhealthy rule, rules not all loaded, or no full round"
+        );
+    }
+    clean
+}
