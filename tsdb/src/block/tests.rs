@@ -192,8 +192,11 @@ proptest! {
         let mut sources: Vec<String> = blocks.iter().map(|b| b.meta().id.clone()).collect();
         sources.sort();
         prop_assert_eq!(&meta.sources, &sources);
-        prop_assert_eq!(meta.min_time, blocks.iter().map(|b| b.meta().min_time).min().unwrap());
-        prop_assert_eq!(meta.max_time, blocks.iter().map(|b| b.meta().max_time).max().unwrap());
+        // The merged block spans the data of its inputs (their windows, if none has data).
+        let with_data: Vec<&Block> = blocks.iter().filter(|b| b.meta().num_chunks > 0).collect();
+        let spanned = if with_data.is_empty() { blocks.iter().collect() } else { with_data };
+        prop_assert_eq!(meta.min_time, spanned.iter().map(|b| b.meta().min_time).min().unwrap());
+        prop_assert_eq!(meta.max_time, spanned.iter().map(|b| b.meta().max_time).max().unwrap());
     }
 }
 
@@ -278,6 +281,34 @@ fn empty_block_opens_and_selects_nothing() {
     assert!(b.index().label_names().unwrap().is_empty());
     assert!(b.index().all_postings().unwrap().is_empty());
     b.verify().unwrap();
+}
+
+#[test]
+fn a_block_spans_its_data_not_its_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut model = Model::new();
+    model.insert(
+        labels(&[("__name__", "a")]),
+        vec![Sample { t: 120, v: 1.0 }, Sample { t: 130, v: 2.0 }],
+    );
+    model.insert(
+        labels(&[("__name__", "b")]),
+        vec![Sample { t: 110, v: 1.0 }],
+    );
+    let meta = write_block(dir.path(), (0, 999), &model, 120);
+    assert_eq!((meta.min_time, meta.max_time), (110, 130));
+    let b = Block::open(&dir.path().join(&meta.id)).unwrap();
+    assert_eq!((b.meta().min_time, b.meta().max_time), (110, 130));
+    // A query after the data skips the block; one that touches it reads it.
+    let any = [Matcher::new(MatchOp::NotEqual, "zzz", "q").unwrap()];
+    assert!(b.select_chunks(&any, 131, 999).unwrap().is_empty());
+    assert_eq!(b.select_chunks(&any, 130, 999).unwrap().len(), 1);
+    // Without data, the window.
+    let empty = BlockWriter::new(dir.path(), 0, 99)
+        .unwrap()
+        .finish(1, Vec::new())
+        .unwrap();
+    assert_eq!((empty.min_time, empty.max_time), (0, 99));
 }
 
 #[test]

@@ -33,6 +33,8 @@ pub struct BlockWriter {
     tmp: PathBuf,
     min_time: i64,
     max_time: i64,
+    /// The earliest and latest timestamps of the chunks added so far.
+    data_range: Option<(i64, i64)>,
     segments: SegmentWriter,
     /// Every series added so far with its chunk metas, for the index. Label sets are one
     /// allocation each, so this costs about the size of the index being built.
@@ -44,8 +46,9 @@ pub struct BlockWriter {
 }
 
 impl BlockWriter {
-    /// Starts a block covering `[min_time, max_time]` (inclusive, ms) under `blocks_dir`,
-    /// which is created if needed.
+    /// Starts a block whose chunks must lie within `[min_time, max_time]` (inclusive, ms)
+    /// under `blocks_dir`, which is created if needed. The published block's range is
+    /// that of the chunks it got (this range, if it got none).
     pub fn new(blocks_dir: &Path, min_time: i64, max_time: i64) -> Result<Self, StorageError> {
         if min_time > max_time {
             return Err(StorageError::InvalidInput(format!(
@@ -80,6 +83,7 @@ impl BlockWriter {
             tmp,
             min_time,
             max_time,
+            data_range: None,
             segments: SegmentWriter::new(chunks_dir.clone(), MAX_SEGMENT_SIZE),
             series: Vec::new(),
             num_chunks: 0,
@@ -158,6 +162,10 @@ impl BlockWriter {
                 chunk_ref,
             });
             self.num_samples += u64::from(n);
+            self.data_range = Some(match self.data_range {
+                Some((lo, hi)) => (lo.min(min_time), hi.max(max_time)),
+                None => (min_time, max_time),
+            });
         }
         self.num_chunks += metas.len() as u64;
         self.series.push((labels.clone(), metas));
@@ -182,10 +190,14 @@ impl BlockWriter {
         }
         sources.sort();
         sources.dedup();
+        // The meta records the range the data spans, not the window the block was cut
+        // from: a reader skips a block whose data ends before its query starts, so a
+        // block flushed a minute ago is not read by every query over the last five.
+        let (min_time, max_time) = self.data_range.unwrap_or((self.min_time, self.max_time));
         let meta = BlockMeta {
             id: self.id.clone(),
-            min_time: self.min_time,
-            max_time: self.max_time,
+            min_time,
+            max_time,
             num_series: self.series.len() as u64,
             num_chunks: self.num_chunks,
             num_samples: self.num_samples,
