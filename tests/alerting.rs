@@ -261,6 +261,16 @@ fn bad_rules_are_refused_and_the_running_ones_stay() {
     assert_eq!(code, 200);
     let (_, body) = s.get("/api/v1/rules");
     assert!(!body.contains("api:up"), "{body}");
+    // What the removed group recorded is marked stale: gone from queries two intervals
+    // later, not after the five minutes of lookback.
+    eventually("api:up marked stale", || {
+        let r = query(&s, "api:up");
+        if r.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{r:?}"))
+        }
+    });
     // A server does not start on a bad rule file, and says why.
     s.stop();
     write_rules(
@@ -291,6 +301,9 @@ fn a_lost_host_raises_host_lost_from_its_heartbeats() {
             "1s",
         ],
     );
+    // A subquery without a step steps by the evaluation interval, as in Prometheus.
+    let r = query(&s, "count_over_time(vector(1)[10s:])");
+    assert_eq!(r.first().map(|x| x["value"][1].clone()), Some(json!("10")));
     let url = s.url("");
     let a = agent(dir.path(), &url, "web-07", Some(&enroll));
     wait_status(&s, &admin, "web-07", "online");

@@ -439,6 +439,14 @@ impl GroupState {
         self.evaluations
     }
 
+    /// The series the group's latest evaluations wrote and has not yet marked stale.
+    pub fn written_series(&self) -> impl Iterator<Item = &Labels> {
+        self.rules
+            .iter()
+            .flat_map(|r| r.prev_series.iter())
+            .chain(self.stale_series.iter())
+    }
+
     /// Takes over the state of the group this one replaces on a reload (Prometheus'
     /// `CopyState`): rules are matched by name and labels (duplicates in order); a
     /// matched rule keeps its alerts and its series, and the series of old rules left

@@ -10,9 +10,12 @@
 //! [`Manager::update`] replaces the set of groups (a reload, or a group changed through
 //! the API): a group whose definition did not change keeps running untouched; a changed
 //! one takes over the old one's alerts and series ([`GroupState::copy_state_from`]); a
-//! removed one stops.
+//! removed one stops, and two of its intervals later (time for a renamed group to write
+//! the same series) the series it wrote that no running group writes get a staleness
+//! marker, timestamped when it was removed, so they leave query results at once rather
+//! than after the lookback, as in Prometheus.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -177,11 +180,54 @@ impl Manager {
             };
             next.insert(key, self.start(state, definition));
         }
+        let mut gone: BTreeSet<tsdb::Labels> = BTreeSet::new();
+        let mut wait_ms = 0;
         for (key, old) in std::mem::take(&mut *running) {
             tracing::info!("rule group {key} removed");
             old.task.abort();
+            let st = lock(&old.state);
+            gone.extend(st.written_series().cloned());
+            wait_ms = wait_ms.max(2 * st.interval_ms());
         }
         *running = next;
+        drop(running);
+        if !gone.is_empty() {
+            let me = self.clone();
+            let at = now_ms();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(wait_ms.unsigned_abs())).await;
+                me.mark_stale(gone, at).await;
+            });
+        }
+    }
+
+    /// Writes a staleness marker at `at` for each of `series` that no running group
+    /// wrote in its latest evaluation.
+    async fn mark_stale(self: Arc<Self>, mut series: BTreeSet<tsdb::Labels>, at: i64) {
+        for r in lock(&self.groups).values() {
+            for l in lock(&r.state).written_series() {
+                series.remove(l);
+            }
+        }
+        if series.is_empty() {
+            return;
+        }
+        let stale = tsdb::Sample {
+            t: at,
+            v: f64::from_bits(tsdb::STALE_NAN_BITS),
+        };
+        let samples: Vec<(tsdb::Labels, tsdb::Sample)> =
+            series.into_iter().map(|l| (l, stale)).collect();
+        let db = self.db.clone();
+        let n = samples.len();
+        let res =
+            tokio::task::spawn_blocking(move || crate::eval::Sink::append(db.as_ref(), &samples))
+                .await;
+        match res {
+            Ok(Ok(())) => tracing::info!("{n} series of removed rule groups marked stale"),
+            Ok(Err(e)) => tracing::warn!("marking series of removed rule groups stale: {e}"),
+            Err(e) => tracing::warn!("marking series of removed rule groups stale: {e}"),
+        }
     }
 
     fn start(self: &Arc<Self>, state: GroupState, definition: String) -> Running {
