@@ -152,7 +152,8 @@ struct ServerArgs {
     /// SIGHUP and `POST /-/reload`.
     #[arg(long = "rules.dir")]
     rules_dir: Option<PathBuf>,
-    /// How often groups that set no `interval` are evaluated [default: 1m].
+    /// How often groups that set no `interval` are evaluated, and the step of subqueries
+    /// that give none (`x[1h:]`) [default: 1m].
     #[arg(long = "rules.evaluation-interval")]
     rules_evaluation_interval: Option<String>,
     /// The URL people reach this server at (links in notifications, `$externalURL`).
@@ -417,6 +418,8 @@ fn server(args: ServerArgs) -> Result<()> {
     if rules_interval < Duration::from_millis(100) {
         bail!("--rules.evaluation-interval: at least 100ms");
     }
+    // As in Prometheus, a subquery without a step steps by the evaluation interval.
+    engine.default_subquery_step_ms = rules_interval.as_millis().try_into().unwrap_or(i64::MAX);
     flags.push((
         "rules.evaluation-interval".into(),
         format_duration(rules_interval.as_millis().try_into().unwrap_or(i64::MAX)),

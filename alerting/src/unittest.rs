@@ -451,7 +451,11 @@ fn evaluate(
     inputs: &[series::InputSeries],
     db: &tsdb::Db,
 ) -> Vec<String> {
-    let engine = Engine::new(EngineOptions::default());
+    // As promtool: a subquery without a step steps by the evaluation interval.
+    let engine = Engine::new(EngineOptions {
+        default_subquery_step_ms: eval_interval,
+        ..EngineOptions::default()
+    });
     let opts = EvalOptions {
         external_labels: tg.external_labels.clone(),
         external_url: tg.external_url.clone(),

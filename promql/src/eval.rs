@@ -20,9 +20,6 @@ use tsdb::{Labels, Sample};
 
 use crate::{EngineOptions, Error, QueryResult, Queryable, RangeSeries, Value, VectorSample};
 
-/// Default subquery step when none is given (Prometheus' default evaluation interval).
-const DEFAULT_SUBQUERY_STEP_MS: i64 = 60_000;
-
 /// The steps a node is evaluated at: `start, start+step, ..., end`.
 #[derive(Debug, Clone, Copy)]
 pub struct Grid {
@@ -732,7 +729,7 @@ impl<'a> Ev<'a> {
                 let (lo, hi) = min_max(&ends);
                 let step = match sq.step {
                     Some(d) if d.as_millis() > 0 => d.as_millis() as i64,
-                    _ => DEFAULT_SUBQUERY_STEP_MS,
+                    _ => self.ctx.opts.default_subquery_step_ms.max(1),
                 };
                 let s0 = lo.saturating_sub(range);
                 let mut start = step * (s0 / step);

@@ -64,6 +64,9 @@ pub struct EngineOptions {
     pub max_samples: usize,
     /// Steps a range query may have.
     pub max_points_per_series: usize,
+    /// The step of a subquery that gives none (`x[1h:]`): Prometheus uses its global
+    /// evaluation interval, so the server sets `--rules.evaluation-interval` here.
+    pub default_subquery_step_ms: i64,
     /// When set and raised, the query stops at its next check with [`Error::Canceled`]
     /// (the HTTP layer raises it when the client goes away).
     pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
@@ -76,6 +79,7 @@ impl Default for EngineOptions {
             timeout: Duration::from_secs(120),
             max_samples: 50_000_000,
             max_points_per_series: 11_000,
+            default_subquery_step_ms: 60_000,
             cancel: None,
         }
     }

@@ -114,6 +114,10 @@ struct Cli {
     /// Keep the servers' data directories, logs and the rule files.
     #[arg(long)]
     keep: bool,
+    /// One more argument for `minos server`, repeatable (`--server-arg=--flush-interval
+    /// --server-arg=2m`).
+    #[arg(long = "server-arg", allow_hyphen_values = true)]
+    server_args: Vec<String>,
 }
 
 fn main() -> Result<()> {
@@ -733,6 +737,8 @@ struct Report {
     push_error: Option<String>,
     appended_per_sec: f64,
     head_series: f64,
+    /// Blocks on disk at the window's end (a query reads every block its range overlaps).
+    blocks: f64,
     machine: Option<String>,
     /// With rules:
     evals: Vec<Evaluation>,
@@ -777,6 +783,7 @@ async fn start(cli: &Cli, rules_dir: Option<&Path>) -> Result<Server> {
             format!("{}ms", cli.interval.as_millis()).into(),
         ]);
     }
+    args.extend(cli.server_args.iter().map(OsString::from));
     let mut server = Server::spawn(
         &program,
         &args,
@@ -863,6 +870,7 @@ async fn measure(
     let c1 = totals(&http, &base, sizes).await?;
     let appended1 = metric(&http, &base, "minos_tsdb_samples_appended_total").await?;
     let head_series = metric(&http, &base, "minos_tsdb_head_series").await?;
+    let blocks = metric(&http, &base, "minos_tsdb_blocks").await?;
 
     // After the window: the rules as the API shows them, and what reading them costs.
     let (mut views, mut group_times, mut rules_get, mut api_alerts) =
@@ -882,7 +890,8 @@ async fn measure(
                 .context("/api/v1/alerts: not JSON")?;
         api_alerts = alerts["data"]["alerts"].as_array().map_or(0, Vec::len);
     }
-    const GETS: u32 = 20;
+    // Enough requests for /proc's 10 ms ticks to resolve a fraction of a millisecond.
+    const GETS: u32 = 50;
     let a = proc_sample(&pid)?;
     for _ in 0..GETS {
         get_text(&http, &format!("{base}/metrics")).await?;
@@ -931,6 +940,7 @@ async fn measure(
         push_error,
         appended_per_sec: (appended1 - appended0) / window_secs,
         head_series,
+        blocks,
         machine: machine_line(m0, m1, server_cpu + bench_cpu),
         evals,
         counters: (c0, c1),
@@ -993,6 +1003,9 @@ async fn run(cli: Cli) -> Result<bool> {
         cli.warmup,
         cli.window
     );
+    if !cli.server_args.is_empty() {
+        println!("server arguments {}", cli.server_args.join(" "));
+    }
     let mut passed = true;
     if let Some(b) = &baseline {
         passed &= print_common(b, &cli);
@@ -1056,8 +1069,8 @@ fn print_common(r: &Report, cli: &Cli) -> bool {
         println!("                 first failure: {e}");
     }
     println!(
-        "ingest           {:.0} samples/s appended; {} head series",
-        r.appended_per_sec, r.head_series
+        "ingest           {:.0} samples/s appended; {} head series, {} blocks at window end",
+        r.appended_per_sec, r.head_series, r.blocks
     );
     println!(
         "server           CPU {:.2} % of one core; RSS {:.0} MB at window end (peak {:.0} MB, {:.0} MB at start)",
