@@ -1,6 +1,7 @@
 //! Templates of alert labels and annotations, in Prometheus' syntax: Go's
 //! `text/template` with Prometheus' functions, so that rules from community
-//! collections work unchanged.
+//! collections work unchanged; and, with the same engine, notification
+//! templates in Alertmanager's dialect (see [Notifications](#notifications)).
 //!
 //! A template sees what Prometheus gives it: `.Labels`, `.ExternalLabels`,
 //! `.ExternalURL` and `.Value`, also as `$labels`, `$externalLabels`,
@@ -41,6 +42,35 @@
 //! and `%b` of floats. Printing a whole query result shows its samples
 //! where Go shows pointers.
 //!
+//! # Notifications
+//!
+//! [`Template::parse_notification`] parses a receiver's text field (a Slack
+//! title, an email subject) with Alertmanager's functions instead of
+//! Prometheus': `toUpper`, `toLower`, `title`, `trimSpace`, `join`,
+//! `match`, `safeHtml`, `safeUrl`, `urlUnescape`, `reReplaceAll`,
+//! `stringSlice`, `date`, `tz`, `since`, `humanizeDuration` and Go's
+//! builtins. [`Template::execute_notification`] runs it on a
+//! [`NotificationData`], Alertmanager's `template.Data`: `.Receiver`,
+//! `.Status`, `.Alerts` (with `.Firing` and `.Resolved`), `.GroupLabels`,
+//! `.CommonLabels`, `.CommonAnnotations` (`KV` maps with `.SortedPairs`,
+//! `.Names`, `.Values`, `.Remove`), `.ExternalURL`; each alert has
+//! `.Status`, `.Labels`, `.Annotations`, `.StartsAt`, `.EndsAt` (times, with
+//! Go's `time.Time` methods), `.GeneratorURL` and `.Fingerprint`. A
+//! [`TemplateSet`] holds the `{{ define }}`s of template files, which every
+//! text may call with `{{ template "name" . }}`; a text's own definitions
+//! come first, then the set's.
+//!
+//! Minos additions: `.GroupKey` and `.Escalated` (the group was not
+//! acknowledged in time) on the data, `.AckedBy` (who acknowledged the
+//! alert, or empty) on each alert; `KV.Remove` also takes the names as
+//! separate strings (`.Remove "a" "b"`), where Go takes only a `[]string`.
+//!
+//! Differences from Alertmanager: `.Receiver` is the receiver's name as is
+//! (Alertmanager escapes regular expression characters in it); HTML fields
+//! escape what every action prints unless it comes from `safeHtml`, which
+//! covers HTML text but not Go's context-dependent escaping of attributes,
+//! scripts and URLs; a firing alert's `.EndsAt` is Go's zero time.
+//!
 //! # Layout
 //!
 //! - `lex`: the text into items (text, delimiters, tokens).
@@ -49,12 +79,15 @@
 //! - `exec`: walks the tree over the data, within limits.
 //! - `funcs`: Go's builtins and Prometheus' functions.
 //! - `gofmt`: Go's `fmt`/`strconv` formatting (`%v`, `printf`, floats).
-//! - `value`: the values templates compute with, and time formatting.
+//! - `value`: the values templates compute with (for both dialects), and
+//!   time formatting.
 
 mod exec;
 mod funcs;
 mod gofmt;
 mod lex;
+#[cfg(test)]
+mod notify_tests;
 mod parse;
 #[cfg(test)]
 mod tests;
@@ -63,6 +96,9 @@ mod value;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use funcs::Dialect;
+use value::{AlertV, DataV, Time};
+
 /// What a template sees: `$labels`, `$value`, `$externalLabels`, `$externalURL`.
 #[derive(Debug, Clone, Default)]
 pub struct Data {
@@ -70,6 +106,136 @@ pub struct Data {
     pub value: f64,
     pub external_labels: BTreeMap<String, String>,
     pub external_url: String,
+}
+
+/// What a notification template sees: Alertmanager's `template.Data`, plus
+/// Minos' `GroupKey` and `Escalated`.
+#[derive(Debug, Clone, Default)]
+pub struct NotificationData {
+    pub receiver: String,
+    /// `firing` if any alert fires, else `resolved`.
+    pub status: String,
+    pub alerts: Vec<NotificationAlert>,
+    pub group_labels: BTreeMap<String, String>,
+    pub common_labels: BTreeMap<String, String>,
+    pub common_annotations: BTreeMap<String, String>,
+    pub external_url: String,
+    pub group_key: String,
+    /// Sent because the group was not acknowledged in time.
+    pub escalated: bool,
+    /// When the notification is rendered (Unix milliseconds): what `since`
+    /// counts from.
+    pub now_ms: i64,
+}
+
+/// One alert of a [`NotificationData`]: Alertmanager's `template.Alert`, plus
+/// Minos' `AckedBy`.
+#[derive(Debug, Clone, Default)]
+pub struct NotificationAlert {
+    /// `firing` or `resolved`.
+    pub status: String,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    /// Unix milliseconds.
+    pub starts_at_ms: i64,
+    /// Unix milliseconds; `None` is Go's zero time (a firing alert).
+    pub ends_at_ms: Option<i64>,
+    pub generator_url: String,
+    pub fingerprint: String,
+    /// Who acknowledged the alert; empty if nobody did.
+    pub acked_by: String,
+}
+
+impl NotificationData {
+    fn to_value(&self) -> Arc<DataV> {
+        let kv = |m: &BTreeMap<String, String>| Arc::new(m.clone());
+        let alerts: Vec<Arc<AlertV>> = self
+            .alerts
+            .iter()
+            .map(|a| {
+                Arc::new(AlertV {
+                    status: Arc::from(a.status.as_str()),
+                    labels: kv(&a.labels),
+                    annotations: kv(&a.annotations),
+                    starts_at: Time::from_millis(a.starts_at_ms),
+                    ends_at: a.ends_at_ms.map_or(Time::ZERO, Time::from_millis),
+                    generator_url: Arc::from(a.generator_url.as_str()),
+                    fingerprint: Arc::from(a.fingerprint.as_str()),
+                    acked_by: Arc::from(a.acked_by.as_str()),
+                })
+            })
+            .collect();
+        Arc::new(DataV {
+            receiver: Arc::from(self.receiver.as_str()),
+            status: Arc::from(self.status.as_str()),
+            alerts: alerts.into(),
+            group_labels: kv(&self.group_labels),
+            common_labels: kv(&self.common_labels),
+            common_annotations: kv(&self.common_annotations),
+            external_url: Arc::from(self.external_url.as_str()),
+            group_key: Arc::from(self.group_key.as_str()),
+            escalated: self.escalated,
+        })
+    }
+}
+
+/// Named templates shared by notification texts: the `{{ define }}`s of
+/// Alertmanager's template files. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct TemplateSet {
+    lib: Arc<exec::Library>,
+}
+
+impl TemplateSet {
+    pub fn new() -> TemplateSet {
+        TemplateSet::default()
+    }
+
+    /// Parses a template file named `name` (its base name, as Go names it)
+    /// in Alertmanager's dialect and adds its definitions, replacing those
+    /// of the same name already in the set (as Go's later `Parse` calls
+    /// do), except that an empty definition never replaces a non-empty
+    /// one. The file's text outside definitions becomes template `name`.
+    pub fn add_file(&mut self, name: &str, text: &str) -> Result<(), TemplateError> {
+        let parsed = parse::parse(text, &[], Dialect::Alertmanager).map_err(|e| TemplateError {
+            name: name.to_string(),
+            message: format!("{}: {}", line_col(text, e.pos), e.msg),
+        })?;
+        let file: Arc<str> = Arc::from(name);
+        let src: Arc<str> = Arc::from(text);
+        let lib = Arc::make_mut(&mut self.lib);
+        let defs = parsed
+            .defs
+            .into_iter()
+            .chain(std::iter::once((name.to_string(), parsed.root)));
+        for (def, list) in defs {
+            let empty = list
+                .iter()
+                .all(|n| matches!(n, parse::Node::Text(t) if t.trim().is_empty()));
+            if empty && lib.contains_key(&def) {
+                continue;
+            }
+            lib.insert(
+                def,
+                exec::LibEntry {
+                    list,
+                    file: file.clone(),
+                    text: src.clone(),
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Whether the set defines template `name`.
+    pub fn contains(&self, name: &str) -> bool {
+        self.lib.contains_key(name)
+    }
+
+    /// The names of the set's templates, in order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.lib.keys().map(String::as_str)
+    }
 }
 
 /// The samples of an instant vector: labels and value of each.
@@ -105,6 +271,7 @@ pub struct Template {
     text: Arc<str>,
     root: parse::List,
     defs: Arc<BTreeMap<String, parse::List>>,
+    dialect: Dialect,
 }
 
 impl Template {
@@ -113,7 +280,22 @@ impl Template {
     /// Rejects what Go rejects before execution: syntax errors, unknown
     /// functions and undeclared variables.
     pub fn parse(name: &str, text: &str) -> Result<Template, TemplateError> {
-        let parsed = parse::parse(text, &PREDECLARED).map_err(|e| TemplateError {
+        Template::parse_dialect(name, text, &PREDECLARED, Dialect::Prometheus)
+    }
+
+    /// Parses a notification text in Alertmanager's dialect (its functions,
+    /// no predeclared variables); `name` names it in errors.
+    pub fn parse_notification(name: &str, text: &str) -> Result<Template, TemplateError> {
+        Template::parse_dialect(name, text, &[], Dialect::Alertmanager)
+    }
+
+    fn parse_dialect(
+        name: &str,
+        text: &str,
+        predeclared: &[&str],
+        dialect: Dialect,
+    ) -> Result<Template, TemplateError> {
+        let parsed = parse::parse(text, predeclared, dialect).map_err(|e| TemplateError {
             name: name.to_string(),
             message: format!("{}: {}", line_col(text, e.pos), e.msg),
         })?;
@@ -122,7 +304,52 @@ impl Template {
             text: Arc::from(text),
             root: parsed.root,
             defs: Arc::new(parsed.defs),
+            dialect,
         })
+    }
+
+    /// The names of the templates this text calls with `{{ template }}`
+    /// that it does not define itself.
+    pub fn called_templates(&self) -> std::collections::BTreeSet<String> {
+        let mut out = std::collections::BTreeSet::new();
+        let lists = std::iter::once(&self.root).chain(self.defs.values());
+        for l in lists {
+            parse::called_templates(l, &mut out);
+        }
+        out.retain(|n| !self.defs.contains_key(n) && *n != self.name);
+        out
+    }
+
+    /// Executes a notification template (from
+    /// [`Template::parse_notification`]) on `data`, with the named
+    /// templates of `set`; `html` escapes what actions print, as
+    /// Alertmanager's HTML fields do.
+    pub fn execute_notification(
+        &self,
+        data: &NotificationData,
+        set: Option<&TemplateSet>,
+        html: bool,
+    ) -> Result<String, TemplateError> {
+        if self.dialect != Dialect::Alertmanager {
+            return Err(TemplateError {
+                name: self.name.clone(),
+                message: "not a notification template".into(),
+            });
+        }
+        let prog = exec::Program {
+            name: &self.name,
+            root: &self.root,
+            defs: &self.defs,
+            lib: set.map(|s| &*s.lib),
+            dialect: self.dialect,
+            html,
+        };
+        exec::execute_notification(&prog, data.to_value(), Time::from_millis(data.now_ms)).map_err(
+            |e| TemplateError {
+                name: self.name.clone(),
+                message: e.render(&self.text),
+            },
+        )
     }
 
     /// The name given to [`Template::parse`].
@@ -142,10 +369,19 @@ impl Template {
         data: &Data,
         query: Option<&dyn QueryFn>,
     ) -> Result<String, TemplateError> {
+        if self.dialect != Dialect::Prometheus {
+            return Err(TemplateError {
+                name: self.name.clone(),
+                message: "a notification template runs on notification data".into(),
+            });
+        }
         let prog = exec::Program {
             name: &self.name,
             root: &self.root,
             defs: &self.defs,
+            lib: None,
+            dialect: self.dialect,
+            html: false,
         };
         exec::execute(&prog, data, query).map_err(|e| TemplateError {
             name: self.name.clone(),

@@ -1738,3 +1738,249 @@ mod notify_state {
         n.shutdown().await;
     }
 }
+
+/// Alertmanager's time intervals against the wall clock: intervals are built around
+/// the current time, and "the interval ends" by reloading the same config with the
+/// interval moved into the past (the exact end-of-interval timing is covered by the
+/// dispatcher's unit test, which controls the clock).
+mod notify_time_intervals {
+    use super::*;
+
+    /// `time_intervals` with `window`: today (UTC) from a minute before now to three
+    /// minutes after (clamped to the day).
+    fn intervals_around_now() -> String {
+        let mut sod = now_ms().rem_euclid(86_400_000) / 1000;
+        if sod > 86_400 - 20 {
+            // Too close to midnight for a window that cannot cross it: wait.
+            std::thread::sleep(Duration::from_secs((86_400 - sod + 1) as u64));
+            sod = now_ms().rem_euclid(86_400_000) / 1000;
+        }
+        let minute = sod / 60;
+        let hhmm = |m: i64| format!("{:02}:{:02}", m / 60, m % 60);
+        format!(
+            "time_intervals:\n  - name: window\n    time_intervals:\n      - times:\n          - start_time: '{}'\n            end_time: '{}'\n        location: UTC\n",
+            hhmm((minute - 1).max(0)),
+            hhmm((minute + 3).min(24 * 60)),
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_muted_route_sends_nothing_while_muted_and_sends_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let (hook, addr) = Hook::start().await;
+        let routes = r#"  routes:
+    - matchers: [team="db"]
+      receiver: db
+      mute_time_intervals: [window]
+    - matchers: [team="web"]
+      receiver: boss
+      active_time_intervals: [window]"#;
+        let yaml = webhook_config(addr, routes, &intervals_around_now());
+        let n = start(&dir.path().join("n.db"), &yaml).await;
+        let db = [("alertname", "Replication"), ("team", "db")];
+        n.put(vec![
+            firing(&db),
+            firing(&[("alertname", "Slow"), ("team", "web")]),
+        ])
+        .await
+        .unwrap();
+        // The active route sends; the muted one, flushed every 200 ms, does not.
+        eventually("the active route's notification", || async {
+            hook.count("/boss") == 1
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        assert_eq!(hook.count("/db"), 0, "nothing while muted");
+        assert_eq!(hook.count("/team"), 0);
+
+        // The interval is over: the alert goes out at the next flush, and once.
+        let past = yaml.replace(
+            "        location: UTC\n",
+            "        location: UTC\n        years: ['2000']\n",
+        );
+        assert_ne!(past, yaml);
+        n.reload(Config::parse(&past).unwrap()).await.unwrap();
+        eventually("the muted route's notification", || async {
+            hook.count("/db") == 1
+        })
+        .await;
+        assert_eq!(
+            webhook_alerts(&hook.at("/db")[0]),
+            [(
+                "firing".to_string(),
+                "Replication".to_string(),
+                String::new()
+            )]
+        );
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(hook.count("/db"), 1);
+        // Outside its active interval now, the web route stays quiet: nothing new
+        // would be sent anyway, and the resolution is not sent either.
+        n.put(vec![resolved(&[("alertname", "Slow"), ("team", "web")])])
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(hook.count("/boss"), 1);
+        n.shutdown().await;
+    }
+}
+
+/// Alertmanager notification templates in receivers: a `templates:` file found
+/// relative to the config file, templated Slack and DingTalk fields, and a template
+/// that fails at send time (the notification still goes out, with the built-in text,
+/// and the log says why).
+mod notify_templates {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn templated_fields_are_rendered_and_a_failing_one_falls_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let (hook, addr) = Hook::start().await;
+        std::fs::create_dir(dir.path().join("templates")).unwrap();
+        std::fs::write(
+            dir.path().join("templates/team.tmpl"),
+            r#"{{ define "team.text" }}{{ range .Alerts }}*{{ .Labels.severity }}* {{ .Annotations.summary }}
+{{ range .Labels.SortedPairs }} • {{ .Name }}: `{{ .Value }}`
+{{ end }}{{ end }}{{ end }}"#,
+        )
+        .unwrap();
+        let yaml = format!(
+            r#"
+templates: ['templates/*.tmpl', 'nothing-here/*.tmpl']
+route:
+  receiver: chat
+  group_by: [alertname]
+  group_wait: 100ms
+  group_interval: 200ms
+receivers:
+  - name: chat
+    slack_configs:
+      - api_url: 'http://{addr}/slack'
+        title: '[{{{{ .Status | toUpper }}}}{{{{ if eq .Status "firing" }}}}:{{{{ .Alerts.Firing | len }}}}{{{{ end }}}}] {{{{ .CommonLabels.alertname }}}}'
+        text: '{{{{ template "team.text" . }}}}'
+      - api_url: 'http://{addr}/broken'
+        title: '{{{{ (index .Alerts 5).Labels.alertname }}}}'
+    dingtalk_configs:
+      - url: 'http://{addr}/dingtalk?access_token=tok'
+        secret: '{DING_SECRET}'
+        title: '{{{{ .CommonLabels.alertname }}}} on {{{{ .CommonLabels.instance }}}}'
+        text: '{{{{ range .Alerts }}}}- {{{{ .Labels.instance }}}} since {{{{ .StartsAt.Format "15:04" }}}}{{{{ end }}}}'
+"#
+        );
+        let cfg_path = dir.path().join("minos.yml");
+        std::fs::write(&cfg_path, &yaml).unwrap();
+        let cfg = Config::load(&cfg_path).unwrap_or_else(|e| panic!("config: {e}"));
+        let n = Notifier::open(&dir.path().join("n.db"), cfg, opts())
+            .await
+            .unwrap();
+        tokio::spawn(n.clone().run());
+
+        n.put(vec![firing(&[
+            ("alertname", "DiskFull"),
+            ("instance", "db-01"),
+            ("severity", "critical"),
+        ])])
+        .await
+        .unwrap();
+        eventually("one request per integration", || async {
+            ["/slack", "/broken", "/dingtalk"]
+                .iter()
+                .all(|p| hook.count(p) == 1)
+        })
+        .await;
+
+        let att = &hook.at("/slack")[0].body["attachments"][0];
+        assert_eq!(att["title"], "[FIRING:1] DiskFull");
+        assert_eq!(
+            att["text"],
+            "*critical* something is wrong\n • alertname: `DiskFull`\n • instance: `db-01`\n • severity: `critical`\n"
+        );
+        let ding = &hook.at("/dingtalk")[0].body["markdown"];
+        assert_eq!(ding["title"], "DiskFull on db-01");
+        assert!(
+            ding["text"]
+                .as_str()
+                .unwrap()
+                .starts_with("#### DiskFull on db-01\n\n- db-01 since "),
+            "{ding}"
+        );
+
+        // The broken title fell back to the built-in one; the log says why.
+        let broken = &hook.at("/broken")[0].body["attachments"][0];
+        assert_eq!(broken["title"], "[FIRING:1] DiskFull (db-01 critical)");
+        eventually("the deliveries are logged", || {
+            let n = n.clone();
+            async move {
+                n.notification_log(LogFilter::default())
+                    .await
+                    .unwrap()
+                    .len()
+                    == 3
+            }
+        })
+        .await;
+        let log = n.notification_log(LogFilter::default()).await.unwrap();
+        let failed: Vec<_> = log.iter().filter(|e| e.error.is_some()).collect();
+        assert_eq!(failed.len(), 1, "{log:?}");
+        let e = failed[0].error.as_deref().unwrap();
+        assert!(
+            e.contains("built-in text")
+                && e.contains("template title")
+                && e.contains("index out of range"),
+            "{e}"
+        );
+        assert_eq!(
+            (failed[0].integration.as_str(), failed[0].index),
+            ("slack", 1)
+        );
+        assert_eq!(
+            n.metrics()
+                .integrations
+                .iter()
+                .find(|c| c.integration == "slack")
+                .unwrap()
+                .sent,
+            2
+        );
+        n.shutdown().await;
+    }
+
+    #[test]
+    fn bad_templates_are_refused_when_the_config_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("bad.tmpl"),
+            "\n{{ define \"x\" }}{{ if }}{{ end }}\n",
+        )
+        .unwrap();
+        let base = "route:\n  receiver: r\nreceivers:\n  - name: r\n    slack_configs:\n      - api_url: http://127.0.0.1:1/x\n";
+        let load = |yaml: &str| {
+            let p = dir.path().join("c.yml");
+            std::fs::write(&p, yaml).unwrap();
+            Config::load(&p).unwrap_err().to_string()
+        };
+        let e = load(&format!("templates: ['*.tmpl']\n{base}"));
+        assert!(
+            e.contains("templates[0]") && e.contains("bad.tmpl:2:"),
+            "{e}"
+        );
+        let e = load(&format!(
+            "{base}        title: '{{{{ template \"nope\" . }}}}'\n"
+        ));
+        assert!(
+            e.contains("receivers[0].slack_configs[0].title")
+                && e.contains("\"nope\" is not defined"),
+            "{e}"
+        );
+        let e = load(&format!(
+            "{base}        text: '{{{{ .CommonLabels.SortedPairs.Nmae }}}}'\n"
+        ));
+        assert!(
+            e.contains("receivers[0].slack_configs[0].text")
+                && e.contains("can't evaluate field Nmae"),
+            "{e}"
+        );
+        let e = load(&format!("{base}        text: '{{{{ humanize 1 }}}}'\n"));
+        assert!(e.contains("function \"humanize\" not defined"), "{e}");
+    }
+}

@@ -12,19 +12,33 @@ global:        resolve_timeout (5m), smtp_smarthost, smtp_from, smtp_hello (loca
 route:         receiver, group_by (['...'] = every label), group_wait (30s),
                group_interval (5m), repeat_interval (4h), matchers, match, match_re,
                continue, routes (nested, inheriting receiver, group_by, the three
-               intervals and the escalation);
+               intervals and the escalation), mute_time_intervals and
+               active_time_intervals (not on the root, not inherited);
                Minos: escalate_after + escalate_to
+time_intervals: name, time_intervals: times (start_time, end_time), weekdays,
+               days_of_month, months, years, location (IANA name, UTC, Local);
+               the deprecated top-level mute_time_intervals (same shape)
 receivers:     name, email_configs, slack_configs, webhook_configs;
                Minos: dingtalk_configs, feishu_configs, wecom_configs,
                alertmanager_configs
+templates:     file globs, relative ones from the config file's directory; their
+               {{ define }}s are callable from every receiver text field
 inhibit_rules: source_matchers, target_matchers, source_match(_re),
                target_match(_re), equal
 ```
 Durations use Prometheus' syntax (`1h30m`, `200ms`, `0`). Unknown keys are errors
 naming the key and its line; keys Alertmanager knows but Minos does not implement
-(`templates`, `time_intervals`, `mute_time_intervals`, `active_time_intervals`,
-`smtp_auth_secret`) are refused by name. Validation reads the files a config names
-(`tls_config.ca_file`), so a missing file is found at load time, not at 3 a.m.
+(`smtp_auth_secret`) are refused by name. Time intervals are validated
+and matched in `timeinterval`; a route's mute or active intervals apply to everything
+it sends, its escalation included (see `dispatch`). Validation reads the files a
+config names (`tls_config.ca_file`, `templates`), so a missing file is found at load
+time, not at 3 a.m.
+
+Receiver text fields (Slack's title and text, email headers and bodies, the chat
+robots' title and text) are Alertmanager notification templates, parsed and checked
+here (see the `template` module); a glob of `templates:` that matches nothing is
+fine, as in Alertmanager, and a file that does not parse is an error naming it and
+the line.
 */
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -36,6 +50,7 @@ use serde::Deserialize;
 
 use crate::notify::integrations::{self, Integration};
 use crate::notify::matcher::{self, MatchOp, Matcher};
+use crate::notify::timeinterval::{self, TimeInterval};
 
 /// Why a configuration was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -83,9 +98,10 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     templates: Vec<String>,
     #[serde(default)]
-    time_intervals: Vec<serde::de::IgnoredAny>,
+    time_intervals: Vec<timeinterval::Raw>,
+    /// Alertmanager's older name for `time_intervals`; both share one namespace.
     #[serde(default)]
-    mute_time_intervals: Vec<serde::de::IgnoredAny>,
+    mute_time_intervals: Vec<timeinterval::Raw>,
 }
 
 /// `global:` as written.
@@ -183,6 +199,10 @@ pub struct Config {
     routes: Vec<Route>,
     receivers: Vec<Receiver>,
     inhibit_rules: Vec<InhibitRule>,
+    /// `time_intervals` and the deprecated top-level `mute_time_intervals`, by name.
+    time_intervals: BTreeMap<String, TimeInterval>,
+    /// The named templates receiver fields may call: built-in, then `templates:`.
+    templates: crate::template::TemplateSet,
 }
 
 /// What a route groups by.
@@ -218,6 +238,12 @@ pub struct Route {
     /// `continue`: after this route matched, keep trying its next siblings.
     pub continue_matching: bool,
     pub escalation: Option<Escalation>,
+    /// Names of [`Config::time_interval`]s during which the route sends nothing
+    /// (this route's own: Alertmanager does not pass them to child routes).
+    pub mute_time_intervals: Vec<String>,
+    /// Names of intervals outside all of which the route sends nothing; empty means
+    /// always active. Not inherited either.
+    pub active_time_intervals: Vec<String>,
     /// Indexes of the child routes in [`Config::routes`].
     pub children: Vec<usize>,
 }
@@ -263,18 +289,25 @@ const DEFAULT_REPEAT_INTERVAL: Duration = Duration::from_secs(4 * 3600);
 const DEFAULT_RESOLVE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 
 impl Config {
-    /// Parses and validates a configuration file's text.
+    /// Parses and validates a configuration file's text; relative `templates:` globs
+    /// are taken from the current directory.
     pub fn parse(yaml: &str) -> Result<Config, ConfigError> {
+        Config::parse_in(yaml, None)
+    }
+
+    /// Parses and validates a configuration's text; relative `templates:` globs are
+    /// taken from `dir`.
+    fn parse_in(yaml: &str, dir: Option<&Path>) -> Result<Config, ConfigError> {
         let raw: RawConfig =
             serde_saphyr::from_str(yaml).map_err(|e| ConfigError::Yaml(e.to_string()))?;
-        Config::from_raw(raw)
+        Config::from_raw(raw, dir)
     }
 
     /// Reads, parses and validates the configuration file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| invalid(path.display().to_string(), e.to_string()))?;
-        Config::parse(&text).map_err(|e| match e {
+        Config::parse_in(&text, path.parent()).map_err(|e| match e {
             ConfigError::Yaml(m) => ConfigError::Yaml(format!("{}: {m}", path.display())),
             ConfigError::Invalid { path: p, message } => ConfigError::Invalid {
                 path: format!("{}: {p}", path.display()),
@@ -283,20 +316,9 @@ impl Config {
         })
     }
 
-    fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
-        if !raw.templates.is_empty() {
-            return Err(invalid(
-                "templates",
-                "template files are not supported; use the built-in messages or the \
-                 template expressions listed in the documentation",
-            ));
-        }
-        if !raw.time_intervals.is_empty() {
-            return Err(invalid("time_intervals", "not supported"));
-        }
-        if !raw.mute_time_intervals.is_empty() {
-            return Err(invalid("mute_time_intervals", "not supported"));
-        }
+    fn from_raw(raw: RawConfig, dir: Option<&Path>) -> Result<Config, ConfigError> {
+        let templates = crate::notify::template::load_files(&raw.templates, dir)?;
+        let time_intervals = time_intervals(raw.mute_time_intervals, raw.time_intervals)?;
         let g = raw.global;
         if g.smtp_auth_secret.is_some() {
             return Err(invalid(
@@ -372,6 +394,8 @@ impl Config {
             });
         }
 
+        integrations::check_templates(&receivers, &templates)?;
+
         let root = raw
             .route
             .ok_or_else(|| invalid("route", "a root route is required"))?;
@@ -397,7 +421,15 @@ impl Config {
             escalation_to: None,
         };
         let mut routes = Vec::new();
-        build_route(root, "route", None, &inherited, &names, &mut routes)?;
+        build_route(
+            root,
+            "route",
+            None,
+            &inherited,
+            &names,
+            &time_intervals,
+            &mut routes,
+        )?;
 
         let mut inhibit_rules = Vec::new();
         for (i, r) in raw.inhibit_rules.into_iter().enumerate() {
@@ -436,7 +468,14 @@ impl Config {
             routes,
             receivers,
             inhibit_rules,
+            time_intervals,
+            templates,
         })
+    }
+
+    /// The named templates receiver fields may call.
+    pub(crate) fn templates(&self) -> &crate::template::TemplateSet {
+        &self.templates
     }
 
     /// The route tree, flattened: `routes()[0]` is the root.
@@ -458,6 +497,39 @@ impl Config {
     pub fn inhibit_rules(&self) -> &[InhibitRule] {
         &self.inhibit_rules
     }
+
+    /// The time interval named `name` (from `time_intervals` or the deprecated
+    /// top-level `mute_time_intervals`).
+    pub fn time_interval(&self, name: &str) -> Option<&TimeInterval> {
+        self.time_intervals.get(name)
+    }
+}
+
+/// Validates the named time intervals of both top-level lists (the deprecated
+/// `mute_time_intervals` and `time_intervals`); names are unique across both.
+fn time_intervals(
+    deprecated: Vec<timeinterval::Raw>,
+    current: Vec<timeinterval::Raw>,
+) -> Result<BTreeMap<String, TimeInterval>, ConfigError> {
+    let mut out = BTreeMap::new();
+    let lists = [
+        ("mute_time_intervals", deprecated),
+        ("time_intervals", current),
+    ];
+    for (key, list) in lists {
+        for (i, raw) in list.into_iter().enumerate() {
+            let path = format!("{key}[{i}]");
+            if out.contains_key(raw.name()) {
+                return Err(invalid(
+                    format!("{path}.name"),
+                    format!("time interval {:?} is defined twice", raw.name()),
+                ));
+            }
+            let t = raw.validate(&path)?;
+            out.insert(t.name.clone(), t);
+        }
+    }
+    Ok(out)
 }
 
 /// Settings a route passes down to its children.
@@ -477,19 +549,27 @@ fn build_route(
     parent_key: Option<&str>,
     up: &Inherited,
     receivers: &BTreeSet<String>,
+    intervals: &BTreeMap<String, TimeInterval>,
     out: &mut Vec<Route>,
 ) -> Result<usize, ConfigError> {
-    if !raw.mute_time_intervals.is_empty() {
-        return Err(invalid(
-            format!("{path}.mute_time_intervals"),
-            "not supported",
-        ));
-    }
-    if !raw.active_time_intervals.is_empty() {
-        return Err(invalid(
-            format!("{path}.active_time_intervals"),
-            "not supported",
-        ));
+    for (key, names) in [
+        ("mute_time_intervals", &raw.mute_time_intervals),
+        ("active_time_intervals", &raw.active_time_intervals),
+    ] {
+        if parent_key.is_none() && !names.is_empty() {
+            return Err(invalid(
+                format!("{path}.{key}"),
+                "not allowed on the root route",
+            ));
+        }
+        for (i, name) in names.iter().enumerate() {
+            if !intervals.contains_key(name) {
+                return Err(invalid(
+                    format!("{path}.{key}[{i}]"),
+                    format!("undefined time interval {name:?}"),
+                ));
+            }
+        }
     }
     let receiver = raw.receiver.unwrap_or_else(|| up.receiver.clone());
     if !receivers.contains(&receiver) {
@@ -614,6 +694,8 @@ fn build_route(
         repeat_interval,
         continue_matching: raw.continue_matching,
         escalation,
+        mute_time_intervals: raw.mute_time_intervals,
+        active_time_intervals: raw.active_time_intervals,
         children: Vec::new(),
     });
     let down = Inherited {
@@ -635,6 +717,7 @@ fn build_route(
             Some(&my_key),
             &down,
             receivers,
+            intervals,
             out,
         )?;
         // Siblings with identical matchers get their position appended, so that
@@ -881,15 +964,15 @@ inhibit_rules:
             ),
             (
                 "route:\n  receiver: a\n  mute_time_intervals: [night]\n",
-                "route.mute_time_intervals: not supported",
+                "route.mute_time_intervals: not allowed on the root route",
             ),
             (
                 "route:\n  receiver: a\n  matchers: ['a=b']\n",
                 "root route must not have matchers",
             ),
             (
-                "route:\n  receiver: a\ntemplates: ['x.tmpl']\n",
-                "templates",
+                "route:\n  receiver: a\ntemplates: ['[x.tmpl']\n",
+                "templates[0]: invalid glob",
             ),
         ];
         for (yaml, want) in cases {
@@ -907,5 +990,116 @@ inhibit_rules:
         )
         .unwrap();
         assert_ne!(c.routes()[1].key, c.routes()[2].key);
+    }
+
+    const INTERVALS: &str = r#"
+route:
+  receiver: team
+  routes:
+    - matchers: [team="db"]
+      receiver: db-pager
+      mute_time_intervals: [night, Holidays]
+      routes:
+        - matchers: [env="prod"]
+    - matchers: [team="web"]
+      active_time_intervals: [business-hours]
+receivers:
+  - name: team
+  - name: db-pager
+time_intervals:
+  - name: business-hours
+    time_intervals:
+      - weekdays: ['monday:friday']
+        times:
+          - start_time: '09:00'
+            end_time: '17:00'
+        location: Europe/Berlin
+  - name: night
+    time_intervals:
+      - times: [{start_time: '22:00', end_time: '24:00'}, {start_time: '00:00', end_time: '07:00'}]
+mute_time_intervals:
+  - name: Holidays
+    time_intervals:
+      - months: [december]
+        days_of_month: ['24:26', '-1']
+"#;
+
+    #[test]
+    fn time_intervals_validate_and_routes_reference_them_without_inheritance() {
+        let c = Config::parse(INTERVALS).unwrap();
+        let r = c.routes();
+        assert_eq!(r[1].mute_time_intervals, ["night", "Holidays"]);
+        assert!(r[1].active_time_intervals.is_empty());
+        // Alertmanager does not pass a route's intervals to its children.
+        assert!(r[2].mute_time_intervals.is_empty());
+        assert_eq!(r[3].active_time_intervals, ["business-hours"]);
+        // Both top-level lists define names; the deprecated one too.
+        let holidays = c.time_interval("Holidays").unwrap();
+        // 2024-12-31T12:00Z, the month's last day.
+        assert!(holidays.contains(1_735_646_400_000));
+        assert!(c.time_interval("holidays").is_none());
+        // 2024-06-03 (a Monday) 07:30Z is 09:30 in Berlin.
+        assert!(
+            c.time_interval("business-hours")
+                .unwrap()
+                .contains(1_717_399_800_000)
+        );
+    }
+
+    #[test]
+    fn bad_time_intervals_are_refused_with_the_path() {
+        let base = "receivers:\n  - name: a\n";
+        let route = "route:\n  receiver: a\n";
+        let night = "time_intervals:\n  - name: night\n    time_intervals:\n      - times: [{start_time: '22:00', end_time: '24:00'}]\n";
+        let cases = [
+            (
+                format!("{route}  routes:\n    - mute_time_intervals: [nite]\n{night}"),
+                "route.routes[0].mute_time_intervals[0]: undefined time interval \"nite\"",
+            ),
+            (
+                // Interval names are case-sensitive, as in Alertmanager.
+                format!("{route}  routes:\n    - active_time_intervals: [night, Night]\n{night}"),
+                "route.routes[0].active_time_intervals[1]: undefined time interval \"Night\"",
+            ),
+            (
+                format!("{route}  active_time_intervals: [night]\n{night}"),
+                "route.active_time_intervals: not allowed on the root route",
+            ),
+            (
+                format!("{route}{night}mute_time_intervals:\n  - name: night\n"),
+                "time_intervals[0].name: time interval \"night\" is defined twice",
+            ),
+            (
+                format!("{route}time_intervals:\n  - time_intervals: []\n"),
+                "time_intervals[0].name: must not be empty",
+            ),
+            (
+                format!(
+                    "{route}time_intervals:\n  - name: x\n    time_intervals:\n      - {{}}\n      - weekdays: [monday, someday]\n"
+                ),
+                "time_intervals[0].time_intervals[1].weekdays[1]: invalid weekday \"someday\"",
+            ),
+            (
+                format!(
+                    "{route}mute_time_intervals:\n  - name: x\n    time_intervals:\n      - days_of_month: ['-3:2']\n"
+                ),
+                "mute_time_intervals[0].time_intervals[0].days_of_month[0]",
+            ),
+            (
+                format!(
+                    "{route}time_intervals:\n  - name: x\n    time_intervals:\n      - location: Europe/Atlantis\n"
+                ),
+                "time_intervals[0].time_intervals[0].location: unknown time zone",
+            ),
+        ];
+        for (yaml, want) in cases {
+            let e = err(&format!("{yaml}{base}"));
+            assert!(e.contains(want), "{yaml}: got {e}, want {want}");
+        }
+        // Unknown keys inside an interval are named with their line.
+        let e = err(&format!(
+            "{route}{base}time_intervals:\n  - name: x\n    time_intervals:\n      - weekdays: [monday]\n        timezone: UTC\n"
+        ));
+        assert!(e.contains("timezone") && e.contains("line 9"), "{e}");
     }
 }

@@ -9,6 +9,12 @@ superseded, or is older than `give_up_after`; an error the receiver will give ag
 a later row of the same key covers all its alerts: the later one carries their newer
 state. Every attempt, successful or not, is written to the notification log.
 
+A template field that fails to render at send time does not stop the delivery: the
+integration sends the built-in text for that field, the delivery counts as sent, and
+its log entry carries the template error (so it reads as not ok: what people got is
+not what the config asked for, and the template needs fixing). Retrying would not
+help: the same data fails the same way.
+
 A row leaves the outbox only after its delivery: a crash between sending and
 recording means the notification is sent again at the next start (at least once,
 never lost).
@@ -275,13 +281,15 @@ async fn attempt_delivery(n: &Notifier, id: i64, meta: &OutboxMeta, attempt: u32
             return Outcome::Dropped(log(kind, 0, Some(format!("unreadable payload: {e}")), 0));
         }
     };
-    let integration = {
+    let (integration, templates) = {
         let st = lock(&n.state);
-        st.config
+        let integration = st
+            .config
             .receiver(&meta.key.receiver)
             .and_then(|r| r.integrations.get(meta.key.idx as usize))
             .filter(|i| i.kind().as_str() == kind)
-            .cloned()
+            .cloned();
+        (integration, st.config.templates().clone())
     };
     let Some(integration) = integration else {
         return Outcome::Dropped(log(
@@ -303,6 +311,7 @@ async fn attempt_delivery(n: &Notifier, id: i64, meta: &OutboxMeta, attempt: u32
         http: n.http.clone(),
         external_url: n.opts.external_url.clone(),
         timeout: n.opts.delivery_timeout,
+        templates,
     };
     let started = Instant::now();
     // The integrations bound their own I/O; this bounds everything else.
@@ -316,7 +325,15 @@ async fn attempt_delivery(n: &Notifier, id: i64, meta: &OutboxMeta, attempt: u32
     };
     let dur = ms(started.elapsed());
     match res {
-        Ok(()) => Outcome::Delivered(log(kind, alerts, None, dur)),
+        Ok(errors) if errors.is_empty() => Outcome::Delivered(log(kind, alerts, None, dur)),
+        Ok(errors) => {
+            let msg = format!(
+                "delivered with the built-in text in place of a failed template: {}",
+                errors.join("; ")
+            );
+            tracing::warn!(receiver = meta.key.receiver, "notifier: {msg}");
+            Outcome::Delivered(log(kind, alerts, Some(msg), dur))
+        }
         Err(e) => Outcome::Failed(log(kind, alerts, Some(e.message.clone()), dur), e),
     }
 }

@@ -15,6 +15,17 @@ The dispatcher: the loop that acts on time. At each wake-up it
    when they resolve);
 4. forgets resolved alerts every group has flushed.
 
+A route whose time intervals mute it at that instant (inside one of its
+`mute_time_intervals`, or outside all of its `active_time_intervals`) sends nothing,
+as in Alertmanager: its due groups flush without a notification and without a
+notification-log entry, so the first flush after the interval ends compares with
+what was last really sent (new alerts go out then; alerts already notified wait for
+`repeat_interval`). As in Alertmanager, a muted flush still drops the group's resolved
+alerts, so a resolution that happens entirely inside a muted period is not sent. The
+escalation of a muted route is muted too: it belongs to the route (`escalate_to`
+names a receiver, which has no intervals of its own) and goes out, if still
+unacknowledged, at the first wake-up after the interval ends.
+
 The changes of one wake-up are written in one transaction (outbox rows together
 with the notification-log entries that say they were sent), then applied to memory.
 */
@@ -28,6 +39,7 @@ use crate::notify::config::Route;
 use crate::notify::matcher::all_match;
 use crate::notify::message::{AlertStatus, Notification, NotifiedAlert};
 use crate::notify::notifier::{NotifyState, SilenceState};
+use crate::notify::route::time_muted_by;
 use crate::notify::store::{
     self, AlertRecord, Batch, HistoryRow, NflogEntry, NflogKey, OutboxInsert, OutboxMeta, State,
 };
@@ -348,6 +360,14 @@ fn plan(st: &NotifyState, now: i64) -> Plan {
         if !due && route.escalation.is_none() {
             continue;
         }
+        let muted_by = time_muted_by(&cfg, route, now);
+        let time_muted = !muted_by.is_empty();
+        if due && time_muted {
+            tracing::debug!(
+                group = key,
+                "not notified: muted by time intervals {muted_by:?}"
+            );
+        }
         let mut firing = BTreeSet::new();
         let mut resolved = BTreeSet::new();
         for f in &g.alerts {
@@ -362,18 +382,20 @@ fn plan(st: &NotifyState, now: i64) -> Plan {
             }
         }
         if due {
-            plan_receiver(
-                st,
-                &mut plan,
-                key,
-                g,
-                route,
-                &route.receiver,
-                false,
-                &firing,
-                &resolved,
-                now,
-            );
+            if !time_muted {
+                plan_receiver(
+                    st,
+                    &mut plan,
+                    key,
+                    g,
+                    route,
+                    &route.receiver,
+                    false,
+                    &firing,
+                    &resolved,
+                    now,
+                );
+            }
             // Alertmanager drops the resolved alerts of a flushed group, muted or not.
             let gone: Vec<Fingerprint> = g
                 .alerts
@@ -388,7 +410,9 @@ fn plan(st: &NotifyState, now: i64) -> Plan {
                 gone,
             ));
         }
-        if let Some(esc) = &route.escalation {
+        if let Some(esc) = &route.escalation
+            && !time_muted
+        {
             let after = ms(esc.after);
             let eligible: BTreeSet<Fingerprint> = firing
                 .iter()
@@ -435,56 +459,63 @@ fn plan(st: &NotifyState, now: i64) -> Plan {
 
 /// Applies a written plan to memory.
 fn apply(n: &Notifier, plan: Plan, written: &store::Written, now: i64) {
-    let queued = plan.outbox_meta.len();
-    {
+    let outbox_meta = {
         let mut st = lock(&n.state);
-        for f in &plan.resolved {
-            if let Some(a) = st.alerts.get_mut(f) {
-                a.state = State::Resolved;
-            }
-        }
-        for f in &plan.ended_acks {
-            st.acks.remove(f);
-        }
-        for f in &plan.notified {
-            if let Some(a) = st.alerts.get_mut(f)
-                && a.notified_at.is_none()
-            {
-                a.notified_at = Some(now);
-            }
-        }
-        for (k, e) in plan.batch.nflog_upsert {
-            st.nflog.insert(k, e);
-        }
-        for (key, next, gone) in plan.flushed {
-            let empty = match st.groups.get_mut(&key) {
-                Some(g) => {
-                    g.next_flush = next;
-                    g.flushed = true;
-                    for f in &gone {
-                        g.alerts.remove(f);
-                    }
-                    g.alerts.is_empty()
-                }
-                None => false,
-            };
-            if empty {
-                st.groups.remove(&key);
-            }
-        }
-        for f in &plan.batch.alerts_delete {
-            st.alerts.remove(f);
-        }
-    }
+        apply_to_state(&mut st, plan, now)
+    };
+    let queued = outbox_meta.len();
     if queued > 0 {
         let mut ob = lock(&n.outbox);
-        for (id, meta) in written.outbox_ids.iter().zip(plan.outbox_meta) {
+        for (id, meta) in written.outbox_ids.iter().zip(outbox_meta) {
             ob.add(*id, meta);
         }
         n.counters
             .queued
             .fetch_add(u64::try_from(queued).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
+}
+
+/// The part of [`apply`] that changes [`NotifyState`]; returns the metadata of the
+/// outbox rows the plan queued, parallel to the ids the write returned.
+fn apply_to_state(st: &mut NotifyState, plan: Plan, now: i64) -> Vec<OutboxMeta> {
+    for f in &plan.resolved {
+        if let Some(a) = st.alerts.get_mut(f) {
+            a.state = State::Resolved;
+        }
+    }
+    for f in &plan.ended_acks {
+        st.acks.remove(f);
+    }
+    for f in &plan.notified {
+        if let Some(a) = st.alerts.get_mut(f)
+            && a.notified_at.is_none()
+        {
+            a.notified_at = Some(now);
+        }
+    }
+    for (k, e) in plan.batch.nflog_upsert {
+        st.nflog.insert(k, e);
+    }
+    for (key, next, gone) in plan.flushed {
+        let empty = match st.groups.get_mut(&key) {
+            Some(g) => {
+                g.next_flush = next;
+                g.flushed = true;
+                for f in &gone {
+                    g.alerts.remove(f);
+                }
+                g.alerts.is_empty()
+            }
+            None => false,
+        };
+        if empty {
+            st.groups.remove(&key);
+        }
+    }
+    for f in &plan.batch.alerts_delete {
+        st.alerts.remove(f);
+    }
+    plan.outbox_meta
 }
 
 /// One wake-up: plan, write, apply.
@@ -684,5 +715,147 @@ mod tests {
             true,
             1
         ));
+    }
+
+    /// A route muted at night (Europe/Berlin) with an escalation: the dispatcher is
+    /// woken every 30 s over two days and must send nothing while muted, then send at
+    /// the first flush after the interval ends, measured in Berlin's wall-clock time
+    /// across the switch to summer time.
+    #[test]
+    fn a_time_muted_route_sends_nothing_until_its_interval_ends() {
+        use crate::notify::config::Config;
+        use crate::notify::notifier::route_alert;
+        use crate::notify::{Labels, fingerprint};
+
+        let yaml = r#"
+route:
+  receiver: team
+  group_wait: 30s
+  group_interval: 5m
+  repeat_interval: 4h
+  routes:
+    - matchers: [team="db"]
+      receiver: db
+      mute_time_intervals: [night]
+      escalate_after: 30m
+      escalate_to: boss
+receivers:
+  - name: team
+    webhook_configs: [{url: 'http://127.0.0.1:9/team'}]
+  - name: db
+    webhook_configs: [{url: 'http://127.0.0.1:9/db'}]
+  - name: boss
+    webhook_configs: [{url: 'http://127.0.0.1:9/boss'}]
+time_intervals:
+  - name: night
+    time_intervals:
+      - times: [{start_time: '22:00', end_time: '24:00'}, {start_time: '00:00', end_time: '07:00'}]
+        location: Europe/Berlin
+"#;
+        let config = Arc::new(Config::parse(yaml).unwrap());
+        let mut st = NotifyState {
+            config,
+            alerts: HashMap::new(),
+            groups: std::collections::BTreeMap::new(),
+            nflog: HashMap::new(),
+            silences: std::collections::BTreeMap::new(),
+            acks: HashMap::new(),
+        };
+        let utc = |s: &str| {
+            let dt: jiff::civil::DateTime = s.parse().unwrap();
+            jiff::tz::TimeZone::UTC
+                .to_timestamp(dt)
+                .unwrap()
+                .as_millisecond()
+        };
+        let fire = |st: &mut NotifyState, name: &str, now: i64| {
+            let labels: Labels = [("alertname", name), ("team", "db")]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            let rec = AlertRecord {
+                fingerprint: fingerprint(&labels),
+                labels,
+                annotations: Labels::new(),
+                starts_at: now,
+                ends_at: i64::MAX,
+                timeout: false,
+                generator_url: String::new(),
+                updated_at: now,
+                state: State::Firing,
+                notified_at: None,
+            };
+            route_alert(st, &rec, now);
+            st.alerts.insert(rec.fingerprint, rec);
+        };
+        // Wakes the dispatcher every 30 s in [from, to); returns every notification
+        // planned: (when, receiver, alert names).
+        let run = |st: &mut NotifyState, from: i64, to: i64| {
+            let mut sent: Vec<(i64, String, Vec<String>)> = Vec::new();
+            let mut now = from;
+            while now < to {
+                let p = plan(st, now);
+                for o in &p.batch.outbox_insert {
+                    let n: Notification = serde_json::from_str(&o.payload).unwrap();
+                    let names = n.alerts.iter().map(|a| a.labels["alertname"].clone());
+                    sent.push((now, o.key.receiver.clone(), names.collect()));
+                }
+                apply_to_state(st, p, now);
+                now += 30_000;
+            }
+            sent
+        };
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+
+        // Saturday 2024-03-30, 20:45 UTC = 21:45 CET: notified after group_wait,
+        // before the night starts; its escalation falls due at 22:15:30 CET, muted.
+        let evening = utc("2024-03-30T20:45");
+        fire(&mut st, "Replication", evening);
+        let sent = run(&mut st, evening, utc("2024-03-30T21:30"));
+        assert_eq!(
+            sent,
+            [(evening + 30_000, "db".into(), names(&["Replication"]))]
+        );
+        // 23:00 CET: a new alert in the night. The clocks go forward at 02:00 CET, and
+        // the night ends at 07:00 CEST, 05:00 UTC.
+        fire(&mut st, "DiskFull", utc("2024-03-30T22:00"));
+        let sent = run(&mut st, utc("2024-03-30T21:30"), utc("2024-03-31T05:00"));
+        assert_eq!(sent, [], "nothing while muted, escalation included");
+        let key = NflogKey {
+            group_key: st.groups.keys().next().unwrap().clone(),
+            receiver: "db".into(),
+            idx: 0,
+            escalation: false,
+        };
+        assert_eq!(
+            st.nflog[&key].sent_at,
+            evening + 30_000,
+            "muted flushes record nothing"
+        );
+
+        // At 05:00 UTC the overdue escalation goes out; the group, flushing every
+        // 5 min from 20:45:30, sends the new alert with the old one at 05:00:30; the
+        // new alert escalates 30 min later.
+        let sent = run(&mut st, utc("2024-03-31T05:00"), utc("2024-03-31T05:31"));
+        assert_eq!(
+            sent,
+            [
+                (
+                    utc("2024-03-31T05:00"),
+                    "boss".into(),
+                    names(&["Replication"])
+                ),
+                (
+                    utc("2024-03-31T05:00:30"),
+                    "db".into(),
+                    names(&["Replication", "DiskFull"])
+                ),
+                (
+                    utc("2024-03-31T05:30:30"),
+                    "boss".into(),
+                    names(&["Replication", "DiskFull"])
+                ),
+            ]
+        );
     }
 }

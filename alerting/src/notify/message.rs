@@ -2,7 +2,8 @@
 Defines [`Notification`], one message about one aggregation group to one receiver, as
 stored in the outbox, and the renderings every integration draws from: the subject
 line (Alertmanager's default `[FIRING:2] HighCPU (web-01 warning)`), a plain-text body,
-an HTML body, and a Markdown list for chat robots.
+an HTML body, and a Markdown list for chat robots. The built-in named templates of
+the `template` module render the same texts; a unit test there keeps the two in step.
 */
 
 use std::fmt::Write;
@@ -356,7 +357,8 @@ fn pairs(l: &Labels) -> String {
         .join(" ")
 }
 
-/// Escapes text for HTML.
+/// Escapes text for HTML, as Go's `template.HTMLEscapeString` does (so that the
+/// built-in `email.default.html` template renders the same bytes).
 pub(crate) fn esc(s: &str) -> String {
     let mut o = String::with_capacity(s.len());
     for c in s.chars() {
@@ -364,7 +366,8 @@ pub(crate) fn esc(s: &str) -> String {
             '&' => o.push_str("&amp;"),
             '<' => o.push_str("&lt;"),
             '>' => o.push_str("&gt;"),
-            '"' => o.push_str("&quot;"),
+            '"' => o.push_str("&#34;"),
+            '\0' => o.push('\u{FFFD}'),
             '\'' => o.push_str("&#39;"),
             c => o.push(c),
         }

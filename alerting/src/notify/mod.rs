@@ -5,10 +5,10 @@ The rule engine hands alerts to a [`Notifier`] ([`Notifier::put`], the equivalen
 Alertmanager's `POST /api/v2/alerts`). The notifier routes each alert through the
 route tree of its [`Config`] (an Alertmanager-compatible YAML subset), gathers alerts
 into aggregation groups (route × `group_by` values), and flushes each group on its
-timers (`group_wait`, `group_interval`, `repeat_interval`). At flush time silences,
-inhibition rules and acknowledgements are applied, the notification log decides what
-is new, and every notification to send is written to a durable outbox in the same
-transaction that records it as sent. A delivery loop drains the outbox to the
+timers (`group_wait`, `group_interval`, `repeat_interval`). At flush time the route's
+time intervals, silences, inhibition rules and acknowledgements are applied, the
+notification log decides what is new, and every notification to send is written to a
+durable outbox in the same transaction that records it as sent. A delivery loop drains the outbox to the
 receivers' integrations (email, Slack-compatible chat, DingTalk, Feishu/Lark, WeCom,
 generic webhook, another Alertmanager) and retries with exponential backoff until the
 notification is delivered or superseded.
@@ -28,9 +28,13 @@ log of delivery attempts.
 - `store`: the SQLite schema and every statement.
 - `message`: a notification as stored in the outbox, and its renderings (subject,
   text, HTML, Markdown) shared by the integrations.
-- `template`: the small subset of Alertmanager's Go templates that configs may use.
+- `template`: notification templates: receivers' text fields, `templates:` files and
+  the built-in named templates.
 - `integrations`: one file per kind of receiver, all of the same shape.
 - `time`: RFC 3339 formatting of Unix milliseconds.
+- `timeinterval`: Alertmanager's named time intervals (`time_intervals`), which mute
+  routes (`mute_time_intervals`) or limit them to certain times
+  (`active_time_intervals`).
 */
 
 mod alert;
@@ -45,6 +49,7 @@ mod route;
 mod store;
 mod template;
 mod time;
+mod timeinterval;
 
 pub use alert::{Alert, Fingerprint, Labels, fingerprint};
 pub use config::{Config, ConfigError};
@@ -55,6 +60,7 @@ pub use notifier::{
     LogFilter, MetricsSnapshot, NewSilence, Notifier, Options, PutResult, Silence, SilenceState,
 };
 pub use time::format_rfc3339;
+pub use timeinterval::TimeInterval;
 
 /// How a caller should treat an [`Error`]; only `web` maps kinds to HTTP statuses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

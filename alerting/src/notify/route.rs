@@ -1,10 +1,12 @@
 /*!
-Routing: which routes of the tree an alert lands on, and which aggregation group of
-each route it joins (the route's key plus the values of its `group_by` labels).
+Routing: which routes of the tree an alert lands on, which aggregation group of each
+route it joins (the route's key plus the values of its `group_by` labels), and whether
+a route's time intervals let it send at a given instant.
 
 The walk is Alertmanager's: a route that matches tries its children in order; the
 first matching child stops the search unless it has `continue: true`; a route none of
-whose children matched takes the alert itself.
+whose children matched takes the alert itself. Time intervals play no part in the walk:
+a muted route still takes its alerts (and stops the search), it only sends nothing.
 */
 
 use crate::notify::Labels;
@@ -36,6 +38,27 @@ fn walk(routes: &[Route], i: usize, labels: &Labels, out: &mut Vec<usize>) -> bo
         out.push(i);
     }
     true
+}
+
+/// The time intervals that keep `route` from sending at `now` (Unix ms), in
+/// Alertmanager's order: the mute intervals that contain `now`; else, if the route has
+/// active intervals and none contains `now`, all of those. Empty: the route may send.
+pub(crate) fn time_muted_by<'a>(config: &'a Config, route: &'a Route, now: i64) -> Vec<&'a str> {
+    let holds = |name: &String| config.time_interval(name).is_some_and(|t| t.contains(now));
+    let muting: Vec<&str> = route
+        .mute_time_intervals
+        .iter()
+        .filter(|n| holds(n))
+        .map(String::as_str)
+        .collect();
+    if !muting.is_empty() || route.active_time_intervals.iter().any(holds) {
+        return muting;
+    }
+    route
+        .active_time_intervals
+        .iter()
+        .map(String::as_str)
+        .collect()
 }
 
 /// The labels of `labels` that a route groups by (absent ones are left out).
@@ -138,5 +161,43 @@ receivers:
             group_key(r1, &g1),
             r#"{}/{severity="critical"}:{alertname="HighCPU"}"#
         );
+    }
+
+    #[test]
+    fn mute_intervals_win_over_active_ones() {
+        let c = Config::parse(
+            r#"
+route:
+  receiver: a
+  routes:
+    - matchers: [x="1"]
+      mute_time_intervals: [never, always]
+      active_time_intervals: [always]
+    - matchers: [x="2"]
+      active_time_intervals: [never, past]
+    - matchers: [x="3"]
+      mute_time_intervals: [never]
+      active_time_intervals: [never, always]
+    - matchers: [x="4"]
+receivers:
+  - name: a
+time_intervals:
+  - name: always
+    time_intervals: [{}]
+  - name: never
+  - name: past
+    time_intervals: [{years: ['2000']}]
+"#,
+        )
+        .unwrap();
+        let now = 1_717_399_800_000;
+        let by = |i: usize| time_muted_by(&c, &c.routes()[i], now);
+        assert_eq!(by(1), ["always"]);
+        // Outside every active interval: muted by all of them.
+        assert_eq!(by(2), ["never", "past"]);
+        assert!(by(3).is_empty());
+        assert!(by(4).is_empty());
+        // Muted routes still take their alerts.
+        assert_eq!(match_routes(&c, &l(&[("x", "1")])), [1]);
     }
 }

@@ -1,7 +1,9 @@
 /*!
-The executor: walks a parsed template over the alert data, following Go's
-`text/template/exec.go` with Prometheus' `missingkey=zero` option (a missing
-label is an empty string).
+The executor: walks a parsed template over the alert data (Prometheus) or
+the notification data (Alertmanager), following Go's
+`text/template/exec.go` with the `missingkey=zero` option both use (a
+missing label is an empty string). Named templates come from the text
+itself, then from a shared [`Library`] (Alertmanager's template files).
 
 Execution is bounded so that no template can hang an evaluation or exhaust
 memory or the stack: output and every string a function builds are capped
@@ -12,10 +14,10 @@ recursion at [`MAX_TEMPLATE_DEPTH`] and all nesting at [`MAX_EXEC_DEPTH`].
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use super::funcs::{self, Func, Param, Sig};
+use super::funcs::{self, Dialect, Func, Param, Sig};
 use super::gofmt;
 use super::parse::{Arg, Branch, List, Node, Pipe};
-use super::value::{Dot, Sample, Time, Value};
+use super::value::{AlertV, DataV, Dot, LabelMap, Sample, Time, Value, sorted_pairs};
 use super::{Data, QueryFn};
 
 /// Largest output, and largest string any function may build, in bytes.
@@ -33,19 +35,44 @@ pub(super) const MAX_STEPS: u64 = 5_000_000;
 /// Compiled regular expressions kept per execution.
 const MAX_CACHED_REGEXES: usize = 64;
 
+/// A named template of a shared set, with the file it was parsed from
+/// (for the `line:col` of errors inside it).
+#[derive(Debug, Clone)]
+pub(super) struct LibEntry {
+    pub(super) list: List,
+    pub(super) file: Arc<str>,
+    pub(super) text: Arc<str>,
+}
+
+/// Named templates shared by many texts, by name.
+pub(super) type Library = BTreeMap<String, LibEntry>;
+
+/// Where a named template's source is, when not in the executed text.
+type Source = Option<(Arc<str>, Arc<str>)>;
+
 /// What an execution runs: the main tree, its name and the defined ones.
 pub(super) struct Program<'a> {
     pub(super) name: &'a str,
     pub(super) root: &'a List,
     pub(super) defs: &'a BTreeMap<String, List>,
+    /// Named templates the text does not define itself.
+    pub(super) lib: Option<&'a Library>,
+    pub(super) dialect: Dialect,
+    /// HTML-escape what actions print (Alertmanager's HTML fields), except
+    /// `template.HTML` values.
+    pub(super) html: bool,
 }
 
 impl Program<'_> {
-    fn lookup(&self, name: &str) -> Option<List> {
+    fn lookup(&self, name: &str) -> Option<(List, Source)> {
         if let Some(l) = self.defs.get(name) {
-            return Some(l.clone());
+            return Some((l.clone(), None));
         }
-        (name == self.name).then(|| self.root.clone())
+        if name == self.name {
+            return Some((self.root.clone(), None));
+        }
+        let e = self.lib?.get(name)?;
+        Some((e.list.clone(), Some((e.file.clone(), e.text.clone()))))
     }
 }
 
@@ -59,6 +86,8 @@ struct ErrorInner {
     msg: String,
     /// Source range of the failing command.
     at: Option<(usize, usize)>,
+    /// The file and text `at` is in, when not the executed text.
+    src: Source,
 }
 
 impl ExecError {
@@ -68,7 +97,16 @@ impl ExecError {
         ExecError(Box::new(ErrorInner {
             msg: msg.into(),
             at: None,
+            src: None,
         }))
+    }
+
+    /// Records that the error's location is in `src`, unless already known.
+    fn in_source(mut self, src: &Source) -> ExecError {
+        if self.0.at.is_some() && self.0.src.is_none() {
+            self.0.src = src.clone();
+        }
+        self
     }
 
     #[cold]
@@ -83,6 +121,10 @@ impl ExecError {
     /// `line:col: executing at <context>: message`, like Go's
     /// `ErrorContext` (contexts are cut at 20 characters).
     pub(super) fn render(&self, src: &str) -> String {
+        let (file, src) = match &self.0.src {
+            Some((file, text)) => (format!("{file}:"), &**text),
+            None => (String::new(), src),
+        };
         match self.0.at {
             Some((s, e)) => {
                 let ctx = src.get(s..e).unwrap_or_default();
@@ -92,7 +134,7 @@ impl ExecError {
                     ctx.to_string()
                 };
                 format!(
-                    "{}: executing at <{ctx}>: {}",
+                    "{file}{}: executing at <{ctx}>: {}",
                     super::line_col(src, s),
                     self.0.msg
                 )
@@ -123,24 +165,48 @@ pub(super) fn execute(
         external_url: Arc::from(data.external_url.as_str()),
         value: data.value,
     });
-    let dot_value = Value::Dot(dot.clone());
+    let vars = vec![
+        (Arc::from("$labels"), Value::Labels(dot.labels.clone())),
+        (
+            Arc::from("$externalLabels"),
+            Value::Labels(dot.external_labels.clone()),
+        ),
+        (
+            Arc::from("$externalURL"),
+            Value::Str(dot.external_url.clone()),
+        ),
+        (Arc::from("$value"), Value::Float(dot.value)),
+    ];
+    let url = dot.external_url.clone();
+    run(prog, Value::Dot(dot), vars, url, Time::ZERO, query)
+}
+
+/// Executes a notification template on `data` at `now` (for `since`).
+pub(super) fn execute_notification(
+    prog: &Program<'_>,
+    data: Arc<DataV>,
+    now: Time,
+) -> Result<String, ExecError> {
+    let url = data.external_url.clone();
+    run(prog, Value::Data(data), Vec::new(), url, now, None)
+}
+
+fn run(
+    prog: &Program<'_>,
+    dot_value: Value,
+    predeclared: Vec<(Arc<str>, Value)>,
+    external_url: Arc<str>,
+    now: Time,
+    query: Option<&dyn QueryFn>,
+) -> Result<String, ExecError> {
+    let mut vars = vec![(Arc::from("$"), dot_value.clone())];
+    vars.extend(predeclared);
     let mut st = State {
         prog,
-        dot: dot.clone(),
+        external_url,
+        now,
         query,
-        vars: vec![
-            (Arc::from("$"), dot_value.clone()),
-            (Arc::from("$labels"), Value::Labels(dot.labels.clone())),
-            (
-                Arc::from("$externalLabels"),
-                Value::Labels(dot.external_labels.clone()),
-            ),
-            (
-                Arc::from("$externalURL"),
-                Value::Str(dot.external_url.clone()),
-            ),
-            (Arc::from("$value"), Value::Float(dot.value)),
-        ],
+        vars,
         out: String::new(),
         depth: 0,
         tmpl_depth: 0,
@@ -166,7 +232,9 @@ pub(super) fn execute(
 
 struct State<'a> {
     prog: &'a Program<'a>,
-    dot: Arc<Dot>,
+    external_url: Arc<str>,
+    /// The time `since` counts from.
+    now: Time,
     query: Option<&'a dyn QueryFn>,
     /// Variables in scope, innermost last; truncated when a scope ends.
     vars: Vec<(Arc<str>, Value)>,
@@ -250,8 +318,17 @@ impl State<'_> {
     /// Go's `printValue`: how an action shows its value.
     #[inline(never)]
     fn print(&mut self, v: &Value) -> R<()> {
+        if self.prog.html {
+            let text = match v {
+                Value::Html(s) => return self.write(s),
+                Value::Str(s) => funcs::html_escape(s),
+                Value::Nil => funcs::html_escape("<no value>"),
+                other => funcs::html_escape(&gofmt::sprint_value(other)),
+            };
+            return self.write(&text);
+        }
         match v {
-            Value::Str(s) => self.write(s),
+            Value::Str(s) | Value::Html(s) => self.write(s),
             Value::Nil => self.write("<no value>"),
             // Go prints what a pointer points to.
             Value::Sample(_) => {
@@ -298,9 +375,30 @@ impl State<'_> {
                     }
                 }
             }
-            Value::Labels(m) => {
+            Value::Labels(m) | Value::Kv(m) => {
                 for (k, v) in m.iter() {
                     if !each(self, Value::str(k), Value::str(v))? {
+                        break;
+                    }
+                }
+            }
+            Value::Strings(list) => {
+                for (i, e) in list.iter().enumerate() {
+                    if !each(self, Value::Int(i as i64), Value::Str(e.clone()))? {
+                        break;
+                    }
+                }
+            }
+            Value::Pairs(p) => {
+                for i in 0..p.len() {
+                    if !each(self, Value::Int(i as i64), Value::Pair(p.clone(), i))? {
+                        break;
+                    }
+                }
+            }
+            Value::Alerts(list, _) => {
+                for (i, a) in list.iter().enumerate() {
+                    if !each(self, Value::Int(i as i64), Value::Alert(a.clone()))? {
                         break;
                     }
                 }
@@ -377,7 +475,7 @@ impl State<'_> {
 
     /// Runs template `name` with `value` as dot, in a fresh variable scope.
     fn call_template(&mut self, name: &str, value: Value) -> R<()> {
-        let Some(tree) = self.prog.lookup(name) else {
+        let Some((tree, src)) = self.prog.lookup(name) else {
             return Err(ExecError::new(format!(
                 "template {} not defined",
                 gofmt::quote(name)
@@ -395,7 +493,7 @@ impl State<'_> {
         self.tmpl_depth -= 1;
         self.vars = saved;
         self.leave();
-        r.map(|_| ())
+        r.map(|_| ()).map_err(|e| e.in_source(&src))
     }
 
     fn eval_pipeline(&mut self, dot: &Value, pipe: &Pipe) -> R<Value> {
@@ -555,6 +653,84 @@ impl State<'_> {
                 };
                 field(v, &recv)
             }
+            Value::Data(d) => {
+                let v = match name {
+                    "Receiver" => Some(Value::Str(d.receiver.clone())),
+                    "Status" => Some(Value::Str(d.status.clone())),
+                    "Alerts" => Some(Value::Alerts(d.alerts.clone(), true)),
+                    "GroupLabels" => Some(Value::Kv(d.group_labels.clone())),
+                    "CommonLabels" => Some(Value::Kv(d.common_labels.clone())),
+                    "CommonAnnotations" => Some(Value::Kv(d.common_annotations.clone())),
+                    "ExternalURL" => Some(Value::Str(d.external_url.clone())),
+                    "GroupKey" => Some(Value::Str(d.group_key.clone())),
+                    "Escalated" => Some(Value::Bool(d.escalated)),
+                    _ => None,
+                };
+                field(v, &recv)
+            }
+            Value::Alert(a) => {
+                let v = match name {
+                    "Status" => Some(Value::Str(a.status.clone())),
+                    "Labels" => Some(Value::Kv(a.labels.clone())),
+                    "Annotations" => Some(Value::Kv(a.annotations.clone())),
+                    "StartsAt" => Some(Value::Time(a.starts_at)),
+                    "EndsAt" => Some(Value::Time(a.ends_at)),
+                    "GeneratorURL" => Some(Value::Str(a.generator_url.clone())),
+                    "Fingerprint" => Some(Value::Str(a.fingerprint.clone())),
+                    "AckedBy" => Some(Value::Str(a.acked_by.clone())),
+                    _ => None,
+                };
+                field(v, &recv)
+            }
+            Value::Pair(p, i) => {
+                let v = match name {
+                    "Name" => Some(Value::Str(p[*i].0.clone())),
+                    "Value" => Some(Value::Str(p[*i].1.clone())),
+                    _ => None,
+                };
+                field(v, &recv)
+            }
+            Value::Kv(m) => self.kv_method(dot, m, name, args, fin),
+            Value::Pairs(p) => {
+                let v = match name {
+                    "Names" => Value::Strings(p.iter().map(|(k, _)| k.clone()).collect()),
+                    "Values" => Value::Strings(p.iter().map(|(_, v)| v.clone()).collect()),
+                    "String" => Value::str(&gofmt::sprint_value(&recv)),
+                    _ => return field(None, &recv),
+                };
+                self.collect_args(dot, &NO_ARGS, name, args, fin)?;
+                Ok(v)
+            }
+            Value::Alerts(list, true) if matches!(name, "Firing" | "Resolved") => {
+                self.collect_args(dot, &NO_ARGS, name, args, fin)?;
+                let want = if name == "Firing" {
+                    "firing"
+                } else {
+                    "resolved"
+                };
+                let sub: Vec<Arc<AlertV>> = list
+                    .iter()
+                    .filter(|a| &*a.status == want)
+                    .cloned()
+                    .collect();
+                Ok(Value::Alerts(sub.into(), false))
+            }
+            Value::Duration(d) => {
+                let d = *d;
+                let v = match name {
+                    "Seconds" => Value::Float(d as f64 / 1e9),
+                    "Minutes" => Value::Float(d as f64 / 6e10),
+                    "Hours" => Value::Float(d as f64 / 3.6e12),
+                    "Milliseconds" => Value::Int(d / 1_000_000),
+                    "Microseconds" => Value::Int(d / 1_000),
+                    "Nanoseconds" => Value::Int(d),
+                    "Abs" => Value::Duration(d.saturating_abs()),
+                    "String" => Value::str(&gofmt::duration(d)),
+                    _ => return field(None, &recv),
+                };
+                self.collect_args(dot, &NO_ARGS, name, args, fin)?;
+                Ok(v)
+            }
             Value::Sample(s) => {
                 let v = match name {
                     "Labels" => Some(Value::Labels(s.labels.clone())),
@@ -586,7 +762,67 @@ impl State<'_> {
         }
     }
 
-    /// The methods of Go's `time.Time` that make sense on a UTC instant.
+    /// Alertmanager's `KV`: its methods, else the entry of the map (a
+    /// missing one is `""`). `Remove` takes a `[]string` as in Go, or (a
+    /// Minos extension) the names as separate strings.
+    fn kv_method(
+        &mut self,
+        dot: &Value,
+        m: &Arc<LabelMap>,
+        name: &str,
+        args: &[Arg],
+        fin: Option<Value>,
+    ) -> R<Value> {
+        let v = match name {
+            "SortedPairs" => Value::Pairs(sorted_pairs(m)),
+            "Names" => Value::Strings(sorted_pairs(m).iter().map(|(k, _)| k.clone()).collect()),
+            "Values" => Value::Strings(sorted_pairs(m).iter().map(|(_, v)| v.clone()).collect()),
+            "String" => Value::str(&gofmt::sprint_value(&Value::Kv(m.clone()))),
+            "Remove" => {
+                let sig = Sig {
+                    fixed: &[Param::Any],
+                    variadic: Some(Param::Any),
+                };
+                let argv = self.collect_args(dot, &sig, name, args, fin)?;
+                let keys: Vec<Arc<str>> = match argv.as_slice() {
+                    [Value::Strings(l)] => l.to_vec(),
+                    [Value::Nil] => Vec::new(),
+                    list => {
+                        let mut keys = Vec::new();
+                        for v in list {
+                            match v {
+                                Value::Str(k) => keys.push(k.clone()),
+                                other => {
+                                    return Err(ExecError::new(format!(
+                                        "wrong type for value; expected []string; got {}",
+                                        other.type_name()
+                                    )));
+                                }
+                            }
+                        }
+                        keys
+                    }
+                };
+                let mut rest = (**m).clone();
+                for k in keys {
+                    rest.remove(&*k);
+                }
+                return Ok(Value::Kv(Arc::new(rest)));
+            }
+            _ => {
+                if !args.is_empty() || fin.is_some() {
+                    return Err(ExecError::new(format!(
+                        "{name} is not a method but has arguments"
+                    )));
+                }
+                return Ok(Value::str(m.get(name).map_or("", String::as_str)));
+            }
+        };
+        self.collect_args(dot, &NO_ARGS, name, args, fin)?;
+        Ok(v)
+    }
+
+    /// The methods of Go's `time.Time`.
     fn time_method(
         &mut self,
         dot: &Value,
@@ -595,16 +831,18 @@ impl State<'_> {
         args: &[Arg],
         fin: Option<Value>,
     ) -> R<Value> {
-        const NONE: Sig = Sig {
-            fixed: &[],
-            variadic: None,
-        };
+        const NONE: Sig = NO_ARGS;
         const LAYOUT: Sig = Sig {
             fixed: &[Param::Str],
             variadic: None,
         };
+        const TIME: Sig = Sig {
+            fixed: &[Param::Time],
+            variadic: None,
+        };
         let sig = match name {
             "Format" => LAYOUT,
+            "Sub" | "Before" | "After" | "Equal" => TIME,
             "Unix" | "UnixMilli" | "UnixNano" | "UTC" | "Local" | "String" | "Year" | "Month"
             | "Day" | "Hour" | "Minute" | "Second" | "Nanosecond" | "YearDay" | "Weekday"
             | "IsZero" => NONE,
@@ -616,7 +854,19 @@ impl State<'_> {
         };
         let argv = self.collect_args(dot, &sig, name, args, fin)?;
         let c = t.civil();
+        let other = match argv.first() {
+            Some(Value::Time(o)) => *o,
+            _ => t,
+        };
+        let nanos = |t: Time| i128::from(t.secs) * 1_000_000_000 + i128::from(t.nanos);
         Ok(match name {
+            "Sub" => {
+                let d = nanos(t) - nanos(other);
+                Value::Duration(d.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64)
+            }
+            "Before" => Value::Bool(nanos(t) < nanos(other)),
+            "After" => Value::Bool(nanos(t) > nanos(other)),
+            "Equal" => Value::Bool(nanos(t) == nanos(other)),
             "Format" => {
                 let layout = match &argv[0] {
                     Value::Str(s) => s.clone(),
@@ -634,7 +884,8 @@ impl State<'_> {
                     .saturating_mul(1_000_000_000)
                     .saturating_add(i64::from(t.nanos)),
             ),
-            "UTC" | "Local" => Value::Time(t),
+            "UTC" => Value::Time(t.in_zone(0, "UTC")),
+            "Local" => Value::Time(t),
             "String" => Value::str(&t.to_string()),
             "Year" => Value::Int(c.year),
             "Month" => Value::str(super::value::MONTHS[c.month as usize - 1]),
@@ -645,7 +896,7 @@ impl State<'_> {
             "Nanosecond" => Value::Int(i64::from(t.nanos)),
             "YearDay" => Value::Int(i64::from(c.yday + 1)),
             "Weekday" => Value::str(super::value::WEEKDAYS[c.weekday as usize]),
-            _ => Value::Bool(t.secs == -62_135_596_800 && t.nanos == 0),
+            _ => Value::Bool(t.is_zero()),
         })
     }
 
@@ -784,12 +1035,16 @@ impl State<'_> {
             F::SortByLabel => funcs::sort_by_label(&s(0), &arg(1)),
             F::Args => Ok(funcs::args_map(&argv)),
             F::ReReplaceAll => self.re_replace_all(&s(0), &s(1), &s(2)),
+            F::SafeHtml if self.prog.dialect == Dialect::Alertmanager => Ok(Value::Html(s(0))),
             F::SafeHtml => Ok(arg(0)),
             F::Match => {
                 let re = self.regex(&s(0))?;
                 Ok(Value::Bool(re.is_match(&s(1))))
             }
-            F::Title => Ok(string(funcs::title(&s(0)))),
+            F::Title => Ok(string(funcs::title(
+                &s(0),
+                self.prog.dialect == Dialect::Alertmanager,
+            ))),
             F::ToUpper => Ok(string(funcs::map_case(&s(0), true))),
             F::ToLower => Ok(string(funcs::map_case(&s(0), false))),
             F::GraphLink => Ok(string(funcs::graph_link(&s(0), 0))),
@@ -802,10 +1057,45 @@ impl State<'_> {
             F::HumanizePercentage => funcs::humanize_percentage(&arg(0)),
             F::HumanizeTimestamp => funcs::humanize_timestamp(&arg(0)),
             F::ToTime => funcs::to_time(&arg(0)),
-            F::PathPrefix => Ok(string(url_path(&self.dot.external_url).to_string())),
-            F::ExternalUrl => Ok(Value::Str(self.dot.external_url.clone())),
+            F::PathPrefix => Ok(string(url_path(&self.external_url).to_string())),
+            F::ExternalUrl => Ok(Value::Str(self.external_url.clone())),
             F::ParseDuration => funcs::parse_duration(&s(0)),
             F::Tmpl => Err("tmpl is called by eval_function".into()),
+            F::TrimSpace => Ok(string(s(0).trim().to_string())),
+            F::Join => funcs::join(&s(0), &arg(1)),
+            F::SafeUrl => Ok(Value::Str(s(0))),
+            F::UrlUnescape => funcs::url_unescape(&s(0)),
+            F::StringSlice => Ok(Value::Strings(
+                argv.iter()
+                    .map(|v| match v {
+                        Value::Str(s) => s.clone(),
+                        _ => Arc::from(""),
+                    })
+                    .collect(),
+            )),
+            F::Date => {
+                let (Some(Value::Time(t)), layout) = (argv.get(1), s(0)) else {
+                    return Err("date needs a time".into());
+                };
+                if layout.len() > 1024 {
+                    return Err("layout too long".into());
+                }
+                Ok(string(t.format(&layout)))
+            }
+            F::Tz => match argv.get(1) {
+                Some(Value::Time(t)) => funcs::tz(&s(0), *t),
+                _ => Err("tz needs a time".into()),
+            },
+            F::Since => match argv.first() {
+                Some(Value::Time(t)) => {
+                    let ns = |t: &Time| i128::from(t.secs) * 1_000_000_000 + i128::from(t.nanos);
+                    let d = ns(&self.now) - ns(t);
+                    Ok(Value::Duration(
+                        d.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64,
+                    ))
+                }
+                _ => Err("since needs a time".into()),
+            },
         }
     }
 
@@ -894,6 +1184,12 @@ impl State<'_> {
     }
 }
 
+/// The signature of a method without parameters.
+const NO_ARGS: Sig = Sig {
+    fixed: &[],
+    variadic: None,
+};
+
 /// Go's `notAFunction`: only functions and methods take arguments.
 fn not_a_function(args: &[Arg], has_final: bool) -> R<()> {
     if args.len() > 1 || has_final {
@@ -958,8 +1254,12 @@ fn validate(v: Value, p: Param) -> R<Value> {
         (Param::Any, _)
         | (Param::Str, Value::Str(_))
         | (Param::Sample, Value::Sample(_) | Value::Nil)
-        | (Param::Samples, Value::Samples(_) | Value::Nil) => Ok(v),
+        | (Param::Samples, Value::Samples(_) | Value::Nil)
+        | (Param::Strings, Value::Strings(_))
+        | (Param::Time, Value::Time(_)) => Ok(v),
+        (Param::Strings, Value::Nil) => Ok(Value::Strings(Arc::from([]))),
         (Param::Str, Value::Nil) => Err(ExecError::new("invalid value; expected string")),
+        (Param::Time, Value::Nil) => Err(ExecError::new("invalid value; expected time.Time")),
         _ => Err(ExecError::new(format!(
             "wrong type for value; expected {}; got {}",
             p.go_type(),

@@ -1,10 +1,11 @@
 /*!
-The functions a template can call: Go's builtins and Prometheus' template
-functions. This file names them, gives their signatures (checked by the
-executor like Go checks a `FuncMap` function's parameter types) and
+The functions a template can call: Go's builtins, Prometheus' template
+functions and Alertmanager's notification template functions. This file
+names them, says which [`Dialect`] has each, gives their signatures (checked
+by the executor like Go checks a `FuncMap` function's parameter types) and
 implements those that need nothing but their arguments; `query`, `tmpl`,
-the regexp functions and the external URL ones are in `exec.rs`, which has
-the state they need.
+`since`, the regexp functions and the external URL ones are in `exec.rs`,
+which has the state they need.
 */
 
 use std::collections::BTreeMap;
@@ -12,6 +13,15 @@ use std::sync::Arc;
 
 use super::gofmt;
 use super::value::{Sample, Time, Value};
+
+/// Which function set, and which data, a template is written for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Dialect {
+    /// Alert labels and annotations: Prometheus' functions and data.
+    Prometheus,
+    /// Notifications: Alertmanager's functions and `template.Data`.
+    Alertmanager,
+}
 
 /// A function known to the parser.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +72,14 @@ pub(super) enum Func {
     ExternalUrl,
     ParseDuration,
     Tmpl,
+    TrimSpace,
+    Join,
+    SafeUrl,
+    UrlUnescape,
+    StringSlice,
+    Date,
+    Tz,
+    Since,
 }
 
 /// The Go type a parameter has, which decides what an argument may be.
@@ -75,6 +93,10 @@ pub(super) enum Param {
     Sample,
     /// `queryResult`: a query result or nil.
     Samples,
+    /// `[]string`: a string list or nil.
+    Strings,
+    /// `time.Time`.
+    Time,
 }
 
 impl Param {
@@ -84,6 +106,8 @@ impl Param {
             Param::Str => "string",
             Param::Sample => "*template.sample",
             Param::Samples => "template.queryResult",
+            Param::Strings => "[]string",
+            Param::Time => "time.Time",
         }
     }
 }
@@ -112,7 +136,7 @@ const fn sig(fixed: &'static [Param], variadic: Option<Param>) -> Sig {
 }
 
 impl Func {
-    const ALL: [(&'static str, Func); 46] = [
+    const ALL: [(&'static str, Func); 54] = [
         ("and", Func::And),
         ("or", Func::Or),
         ("not", Func::Not),
@@ -159,10 +183,65 @@ impl Func {
         ("externalURL", Func::ExternalUrl),
         ("parseDuration", Func::ParseDuration),
         ("tmpl", Func::Tmpl),
+        ("trimSpace", Func::TrimSpace),
+        ("join", Func::Join),
+        ("safeUrl", Func::SafeUrl),
+        ("urlUnescape", Func::UrlUnescape),
+        ("stringSlice", Func::StringSlice),
+        ("date", Func::Date),
+        ("tz", Func::Tz),
+        ("since", Func::Since),
     ];
 
-    pub(super) fn lookup(name: &str) -> Option<Func> {
-        Func::ALL.iter().find(|(n, _)| *n == name).map(|(_, f)| *f)
+    /// The function called `name` in `dialect`, if it has one.
+    pub(super) fn lookup(name: &str, dialect: Dialect) -> Option<Func> {
+        Func::ALL
+            .iter()
+            .find(|(n, f)| *n == name && f.in_dialect(dialect))
+            .map(|(_, f)| *f)
+    }
+
+    /// Whether templates of `d` have this function: Go's builtins are
+    /// everywhere, the rest as Prometheus and Alertmanager define them.
+    fn in_dialect(self, d: Dialect) -> bool {
+        use Func as F;
+        match self {
+            F::And
+            | F::Or
+            | F::Not
+            | F::Len
+            | F::Index
+            | F::Slice
+            | F::Print
+            | F::Printf
+            | F::Println
+            | F::Eq
+            | F::Ne
+            | F::Lt
+            | F::Le
+            | F::Gt
+            | F::Ge
+            | F::Html
+            | F::Js
+            | F::Urlquery
+            | F::Call
+            | F::ReReplaceAll
+            | F::SafeHtml
+            | F::Match
+            | F::Title
+            | F::ToUpper
+            | F::ToLower
+            | F::HumanizeDuration => true,
+            F::TrimSpace
+            | F::Join
+            | F::SafeUrl
+            | F::UrlUnescape
+            | F::StringSlice
+            | F::Date
+            | F::Tz
+            | F::Since => d == Dialect::Alertmanager,
+            _ => d == Dialect::Prometheus,
+        }
     }
 
     pub(super) fn name(self) -> &'static str {
@@ -204,6 +283,11 @@ impl Func {
             | F::ToTime => sig(&[ANY], None),
             F::PathPrefix | F::ExternalUrl => sig(&[], None),
             F::Tmpl => sig(&[STR, ANY], None),
+            F::TrimSpace | F::SafeUrl | F::UrlUnescape => sig(&[STR], None),
+            F::Join => sig(&[STR, Param::Strings], None),
+            F::StringSlice => sig(&[], Some(STR)),
+            F::Date | F::Tz => sig(&[STR, Param::Time], None),
+            F::Since => sig(&[Param::Time], None),
         }
     }
 }
@@ -224,9 +308,9 @@ enum Basic<'a> {
 fn basic(v: &Value) -> Option<Basic<'_>> {
     match v {
         Value::Bool(b) => Some(Basic::Bool(*b)),
-        Value::Int(n) => Some(Basic::Int(*n)),
+        Value::Int(n) | Value::Duration(n) => Some(Basic::Int(*n)),
         Value::Float(f) => Some(Basic::Float(*f)),
-        Value::Str(s) => Some(Basic::Str(s)),
+        Value::Str(s) | Value::Html(s) => Some(Basic::Str(s)),
         _ => None,
     }
 }
@@ -324,10 +408,13 @@ pub(super) fn compare(f: Func, a: &Value, b: &Value) -> FResult {
 
 pub(super) fn len(v: &Value) -> FResult {
     let n = match v {
-        Value::Str(s) => s.len(),
-        Value::Labels(m) => m.len(),
+        Value::Str(s) | Value::Html(s) => s.len(),
+        Value::Labels(m) | Value::Kv(m) => m.len(),
         Value::Map(m) => m.len(),
         Value::Samples(s) => s.len(),
+        Value::Strings(l) => l.len(),
+        Value::Pairs(p) => p.len(),
+        Value::Alerts(l, _) => l.len(),
         Value::Nil => return Err("len of nil pointer".into()),
         other => return Err(format!("len of type {}", other.type_name())),
     };
@@ -376,7 +463,30 @@ pub(super) fn index(args: &[Value]) -> FResult {
                         .clone(),
                 )
             }
-            Value::Labels(m) => match ix {
+            Value::Strings(list) => {
+                let i = index_arg(ix, list.len())?;
+                Value::Str(
+                    list.get(i)
+                        .ok_or_else(|| format!("index out of range: {i}"))?
+                        .clone(),
+                )
+            }
+            Value::Pairs(p) => {
+                let i = index_arg(ix, p.len())?;
+                if i >= p.len() {
+                    return Err(format!("index out of range: {i}"));
+                }
+                Value::Pair(p.clone(), i)
+            }
+            Value::Alerts(list, _) => {
+                let i = index_arg(ix, list.len())?;
+                Value::Alert(
+                    list.get(i)
+                        .ok_or_else(|| format!("index out of range: {i}"))?
+                        .clone(),
+                )
+            }
+            Value::Labels(m) | Value::Kv(m) => match ix {
                 Value::Str(k) => Value::str(m.get(&**k).map_or("", String::as_str)),
                 Value::Nil => return Err("value is nil; should be of type string".into()),
                 other => {
@@ -419,6 +529,9 @@ pub(super) fn slice(args: &[Value]) -> FResult {
             s.len()
         }
         Value::Samples(s) => s.len(),
+        Value::Strings(l) => l.len(),
+        Value::Pairs(p) => p.len(),
+        Value::Alerts(l, _) => l.len(),
         other => return Err(format!("can't slice item of type {}", other.type_name())),
     };
     let mut idx = [0, len, len];
@@ -437,6 +550,9 @@ pub(super) fn slice(args: &[Value]) -> FResult {
             Value::str(&String::from_utf8_lossy(bytes))
         }
         Value::Samples(list) => Value::Samples(list[idx[0]..idx[1]].into()),
+        Value::Strings(l) => Value::Strings(l[idx[0]..idx[1]].into()),
+        Value::Pairs(p) => Value::Pairs(p[idx[0]..idx[1]].into()),
+        Value::Alerts(l, typed) => Value::Alerts(l[idx[0]..idx[1]].into(), *typed),
         _ => Value::Nil,
     })
 }
@@ -518,6 +634,7 @@ pub(super) fn to_float(v: &Value) -> Result<f64, String> {
     match v {
         Value::Float(f) => Ok(*f),
         Value::Int(n) => Ok(*n as f64),
+        Value::Duration(ns) => Ok(*ns as f64 / 1e9),
         Value::Str(s) => parse_go_float(s).ok_or_else(|| {
             format!(
                 "strconv.ParseFloat: parsing {}: invalid syntax",
@@ -651,7 +768,9 @@ pub(super) fn to_time(v: &Value) -> FResult {
 /// words break at white space and punctuation, except that a single `'`,
 /// `.`, `:` or `’` between letters does not break a word (`don't` →
 /// `Don't`, where older Prometheus' `strings.Title` gave `Don'T`).
-pub(super) fn title(s: &str) -> String {
+/// With `lower_rest` (Alertmanager's `cases.Title(language.AmericanEnglish)`)
+/// the other letters of each word are lower-cased: `hELLO` → `Hello`.
+pub(super) fn title(s: &str, lower_rest: bool) -> String {
     let mut out = String::with_capacity(s.len());
     let mut mid_word = false;
     let mut prev_mid = false;
@@ -665,7 +784,11 @@ pub(super) fn title(s: &str) -> String {
         }
         if c.is_lowercase() || c.is_uppercase() {
             if mid_word {
-                out.push(c);
+                if lower_rest {
+                    out.push_str(&map_case(&c.to_string(), false));
+                } else {
+                    out.push(c);
+                }
             } else {
                 let mut up = c.to_uppercase();
                 match (up.next(), up.next()) {
@@ -860,4 +983,82 @@ pub(super) fn sort_by_label(name: &str, v: &Value) -> FResult {
     let key = |s: &Arc<Sample>| s.labels.get(name).cloned().unwrap_or_default();
     sorted.sort_by_key(key);
     Ok(Value::Samples(sorted.into()))
+}
+
+// ---- Alertmanager's functions ----
+
+/// `join sep list`: `strings.Join` with the separator first.
+pub(super) fn join(sep: &str, list: &Value) -> FResult {
+    let Value::Strings(l) = list else {
+        return Ok(Value::str(""));
+    };
+    let mut out = String::new();
+    for (i, e) in l.iter().enumerate() {
+        if i > 0 {
+            out.push_str(sep);
+        }
+        out.push_str(e);
+        if out.len() > super::exec::MAX_OUTPUT {
+            return Err(format!("result exceeds {} bytes", super::exec::MAX_OUTPUT));
+        }
+    }
+    Ok(Value::Str(Arc::from(out)))
+}
+
+/// `url.QueryUnescape`: `%XX` escapes and `+` as a space.
+pub(super) fn url_unescape(s: &str) -> FResult {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' => {
+                let hex = |c: u8| char::from(c).to_digit(16);
+                match (
+                    b.get(i + 1).copied().and_then(hex),
+                    b.get(i + 2).copied().and_then(hex),
+                ) {
+                    (Some(h), Some(l)) => {
+                        out.push((h * 16 + l) as u8);
+                        i += 3;
+                    }
+                    _ => {
+                        let end = (i + 3).min(b.len());
+                        let esc = String::from_utf8_lossy(&b[i..end]);
+                        return Err(format!("invalid URL escape {}", gofmt::quote(&esc)));
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    Ok(Value::str(&String::from_utf8_lossy(&out)))
+}
+
+/// `tz name t`: `t` shown in the IANA zone `name` (Go's `LoadLocation`:
+/// `""` and `UTC` are UTC, `Local` is the system's zone).
+pub(super) fn tz(name: &str, t: Time) -> FResult {
+    let zone = match name {
+        "" | "UTC" => return Ok(Value::Time(t.in_zone(0, "UTC"))),
+        "Local" => jiff::tz::TimeZone::try_system().unwrap_or(jiff::tz::TimeZone::UTC),
+        _ => {
+            if name.contains("..") || name.starts_with(['/', '\\']) {
+                return Err("time: invalid location name".into());
+            }
+            jiff::tz::TimeZone::get(name).map_err(|_| format!("unknown time zone {name}"))?
+        }
+    };
+    let ts = jiff::Timestamp::new(t.secs, t.nanos as i32)
+        .map_err(|e| format!("time out of range: {e}"))?;
+    let info = zone.to_offset_info(ts);
+    Ok(Value::Time(
+        t.in_zone(info.offset().seconds(), info.abbreviation()),
+    ))
 }

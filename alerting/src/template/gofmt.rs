@@ -43,7 +43,7 @@ pub(super) fn sprint(args: &[Value]) -> String {
     let mut out = String::new();
     let mut prev_string = false;
     for (i, a) in args.iter().enumerate() {
-        let is_string = matches!(a, Value::Str(_));
+        let is_string = matches!(a, Value::Str(_) | Value::Html(_));
         if i > 0 && !is_string && !prev_string {
             out.push(' ');
         }
@@ -369,26 +369,103 @@ fn print_arg(out: &mut String, v: &Value, verb: char, s: &Spec) {
             out.push(']');
         }
         Value::Dot(d) => {
-            out.push('{');
             let fields = [
                 ("Labels", Value::Labels(d.labels.clone())),
                 ("ExternalLabels", Value::Labels(d.external_labels.clone())),
                 ("ExternalURL", Value::Str(d.external_url.clone())),
                 ("Value", Value::Float(d.value)),
             ];
-            for (i, (name, val)) in fields.iter().enumerate() {
+            print_struct(out, &fields, verb, s);
+        }
+        Value::Duration(d) => match verb {
+            'v' | 's' | 'q' | 'x' | 'X' => fmt_string(out, &duration(*d), verb, s, v),
+            _ => fmt_int(out, *d, verb, s, v),
+        },
+        Value::Html(text) => fmt_string(out, text, verb, s, v),
+        Value::Strings(list) => {
+            out.push('[');
+            for (i, e) in list.iter().enumerate() {
                 if i > 0 {
                     out.push(' ');
                 }
-                if s.plus_v {
-                    out.push_str(name);
-                    out.push(':');
-                }
-                print_arg(out, val, verb, s);
+                fmt_string(out, e, verb, s, &Value::Nil);
             }
-            out.push('}');
+            out.push(']');
+        }
+        // `KV` and `Pairs` have a `String` method: `a=1, b=2`.
+        Value::Kv(m) => {
+            let text = pairs_string(&super::value::sorted_pairs(m));
+            fmt_string(out, &text, verb, s, v);
+        }
+        Value::Pairs(p) => fmt_string(out, &pairs_string(p), verb, s, v),
+        Value::Pair(p, i) => {
+            let (name, value) = &p[*i];
+            let fields = [
+                ("Name", Value::Str(name.clone())),
+                ("Value", Value::Str(value.clone())),
+            ];
+            print_struct(out, &fields, verb, s);
+        }
+        Value::Alerts(list, _) => {
+            out.push('[');
+            for (i, a) in list.iter().enumerate() {
+                if i > 0 {
+                    out.push(' ');
+                }
+                print_arg(out, &Value::Alert(a.clone()), verb, s);
+            }
+            out.push(']');
+        }
+        Value::Alert(a) => {
+            let fields = [
+                ("Status", Value::Str(a.status.clone())),
+                ("Labels", Value::Kv(a.labels.clone())),
+                ("Annotations", Value::Kv(a.annotations.clone())),
+                ("StartsAt", Value::Time(a.starts_at)),
+                ("EndsAt", Value::Time(a.ends_at)),
+                ("GeneratorURL", Value::Str(a.generator_url.clone())),
+                ("Fingerprint", Value::Str(a.fingerprint.clone())),
+            ];
+            print_struct(out, &fields, verb, s);
+        }
+        Value::Data(d) => {
+            let fields = [
+                ("Receiver", Value::Str(d.receiver.clone())),
+                ("Status", Value::Str(d.status.clone())),
+                ("Alerts", Value::Alerts(d.alerts.clone(), true)),
+                ("GroupLabels", Value::Kv(d.group_labels.clone())),
+                ("CommonLabels", Value::Kv(d.common_labels.clone())),
+                ("CommonAnnotations", Value::Kv(d.common_annotations.clone())),
+                ("ExternalURL", Value::Str(d.external_url.clone())),
+            ];
+            out.push('&');
+            print_struct(out, &fields, verb, s);
         }
     }
+}
+
+/// A struct's fields, `{a b}` (`{A:a B:b}` with `%+v`).
+fn print_struct(out: &mut String, fields: &[(&str, Value)], verb: char, s: &Spec) {
+    out.push('{');
+    for (i, (name, val)) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        if s.plus_v {
+            out.push_str(name);
+            out.push(':');
+        }
+        print_arg(out, val, verb, s);
+    }
+    out.push('}');
+}
+
+/// Alertmanager's `Pairs.String`: `a=1, b=2`.
+fn pairs_string(p: &[(std::sync::Arc<str>, std::sync::Arc<str>)]) -> String {
+    p.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// `%!verb(type=value)`.
@@ -914,18 +991,50 @@ fn can_backquote(s: &str) -> bool {
 }
 
 impl std::fmt::Display for Time {
-    /// Go's `Time.String()` in UTC: `2006-01-02 15:04:05.999999999 +0000 UTC`.
+    /// Go's `Time.String()`: `2006-01-02 15:04:05.999999999 -0700 MST`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let c = self.civil();
-        write!(
-            f,
-            "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
-            c.year, c.month, c.day, c.hour, c.minute, c.second
-        )?;
-        if self.nanos > 0 {
-            let frac = format!("{:09}", self.nanos);
-            write!(f, ".{}", frac.trim_end_matches('0'))?;
-        }
-        f.write_str(" +0000 UTC")
+        f.write_str(&self.format("2006-01-02 15:04:05.999999999 -0700 MST"))
     }
+}
+
+/// Go's `Duration.String()`: `1h2m3.5s`, `1.5ms`, `0s`.
+pub(super) fn duration(ns: i64) -> String {
+    if ns == 0 {
+        return "0s".into();
+    }
+    let neg = ns < 0;
+    let u = ns.unsigned_abs();
+    let frac = |v: u64, digits: u32| -> String {
+        // `v` in units of 10^-digits, without trailing zeros.
+        let p = 10u64.pow(digits);
+        let (int, rem) = (v / p, v % p);
+        if rem == 0 {
+            int.to_string()
+        } else {
+            let f = format!("{rem:0width$}", width = digits as usize);
+            format!("{int}.{}", f.trim_end_matches('0'))
+        }
+    };
+    let mut out = String::new();
+    if neg {
+        out.push('-');
+    }
+    if u < 1_000 {
+        out.push_str(&format!("{u}ns"));
+    } else if u < 1_000_000 {
+        out.push_str(&format!("{}µs", frac(u, 3)));
+    } else if u < 1_000_000_000 {
+        out.push_str(&format!("{}ms", frac(u, 6)));
+    } else {
+        let secs = u / 1_000_000_000;
+        let (h, m) = (secs / 3600, secs / 60 % 60);
+        if h > 0 {
+            out.push_str(&format!("{h}h"));
+        }
+        if h > 0 || m > 0 {
+            out.push_str(&format!("{m}m"));
+        }
+        out.push_str(&format!("{}s", frac(u % 60_000_000_000, 9)));
+    }
+    out
 }

@@ -11,7 +11,7 @@ Parse errors carry a byte offset, turned into `line:col` by the caller.
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::funcs::Func;
+use super::funcs::{Dialect, Func};
 use super::lex::{self, Item, Kind};
 use super::value::Value;
 
@@ -123,10 +123,11 @@ pub(super) const MAX_PARSE_DEPTH: usize = 100;
 type Result<T> = std::result::Result<T, ParseError>;
 
 /// Parses `src`; `predeclared` are the variables the main body may use
-/// besides `$`.
-pub(super) fn parse(src: &str, predeclared: &[&str]) -> Result<Parsed> {
+/// besides `$`, `dialect` says which functions exist.
+pub(super) fn parse(src: &str, predeclared: &[&str], dialect: Dialect) -> Result<Parsed> {
     let mut p = Parser {
         src,
+        dialect,
         items: lex::lex(src),
         i: 0,
         vars: std::iter::once("$")
@@ -143,6 +144,7 @@ pub(super) fn parse(src: &str, predeclared: &[&str]) -> Result<Parsed> {
 
 struct Parser<'a> {
     src: &'a str,
+    dialect: Dialect,
     items: Vec<Item>,
     /// Index of the next item.
     i: usize,
@@ -636,7 +638,7 @@ impl Parser<'_> {
         let it = self.next_non_space();
         let text = it.val(self.src);
         let arg = match it.kind {
-            Kind::Identifier => match Func::lookup(text) {
+            Kind::Identifier => match Func::lookup(text, self.dialect) {
                 Some(f) => Arg::Func(f),
                 None => {
                     return self.err(
@@ -689,6 +691,24 @@ impl Parser<'_> {
             }
         };
         Ok(Some(arg))
+    }
+}
+
+/// Adds the names `{{ template }}` calls in `list` to `out`.
+pub(super) fn called_templates(list: &[Node], out: &mut std::collections::BTreeSet<String>) {
+    for n in list {
+        match n {
+            Node::Template { name, .. } => {
+                out.insert(name.clone());
+            }
+            Node::If(b) | Node::With(b) | Node::Range(b) => {
+                called_templates(&b.list, out);
+                if let Some(e) = &b.else_list {
+                    called_templates(e, out);
+                }
+            }
+            _ => {}
+        }
     }
 }
 

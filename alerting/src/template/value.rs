@@ -1,7 +1,9 @@
 /*!
 The values a template computes with, one variant per Go type that Prometheus'
-templates can produce: Go's basic kinds, label maps, the alert data struct,
-query samples and timestamps.
+and Alertmanager's templates can produce: Go's basic kinds, label maps, the
+alert data struct, query samples and timestamps (Prometheus); the
+notification data, its alerts, `KV` maps, pairs, string lists and durations
+(Alertmanager).
 
 Go's type names are kept (`float64`, `map[string]string`,
 `*template.sample`...) because they appear in error messages and in
@@ -32,13 +34,61 @@ pub(super) struct Dot {
     pub(super) value: f64,
 }
 
-/// A point in time in UTC (Go's `*time.Time` from `toTime`).
+/// A point in time and the zone it is shown in (Go's `time.Time`): UTC
+/// unless `tz` moved it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Time {
     /// Seconds since the Unix epoch.
     pub(super) secs: i64,
     /// Nanoseconds within the second, `0..1e9`.
     pub(super) nanos: u32,
+    /// Seconds east of UTC of the zone.
+    pub(super) offset: i32,
+    /// The zone's abbreviation (`UTC`, `CEST`, `+0530`), `abbr_len` bytes.
+    abbr: [u8; 6],
+    abbr_len: u8,
+}
+
+/// One alert of a notification: Alertmanager's `template.Alert`, plus
+/// Minos' `AckedBy`.
+#[derive(Debug)]
+pub(super) struct AlertV {
+    pub(super) status: Arc<str>,
+    pub(super) labels: Arc<LabelMap>,
+    pub(super) annotations: Arc<LabelMap>,
+    pub(super) starts_at: Time,
+    pub(super) ends_at: Time,
+    pub(super) generator_url: Arc<str>,
+    pub(super) fingerprint: Arc<str>,
+    pub(super) acked_by: Arc<str>,
+}
+
+/// The data a notification template runs on: Alertmanager's
+/// `template.Data`, plus Minos' `GroupKey` and `Escalated`.
+#[derive(Debug)]
+pub(super) struct DataV {
+    pub(super) receiver: Arc<str>,
+    pub(super) status: Arc<str>,
+    pub(super) alerts: Arc<[Arc<AlertV>]>,
+    pub(super) group_labels: Arc<LabelMap>,
+    pub(super) common_labels: Arc<LabelMap>,
+    pub(super) common_annotations: Arc<LabelMap>,
+    pub(super) external_url: Arc<str>,
+    pub(super) group_key: Arc<str>,
+    pub(super) escalated: bool,
+}
+
+/// Alertmanager's `template.Pairs`: name/value pairs in `SortedPairs` order.
+pub(super) type Pairs = Arc<[(Arc<str>, Arc<str>)]>;
+
+/// `KV.SortedPairs`: `alertname` first, then the other names in order.
+pub(super) fn sorted_pairs(m: &LabelMap) -> Pairs {
+    let first = m.get_key_value("alertname");
+    first
+        .into_iter()
+        .chain(m.iter().filter(|(k, _)| k.as_str() != "alertname"))
+        .map(|(k, v)| (Arc::from(k.as_str()), Arc::from(v.as_str())))
+        .collect()
 }
 
 /// A value during execution.
@@ -62,6 +112,24 @@ pub(super) enum Value {
     Samples(Arc<[Arc<Sample>]>),
     Time(Time),
     Dot(Arc<Dot>),
+    /// `time.Duration`, in nanoseconds (`since`, `Time.Sub`).
+    Duration(i64),
+    /// `template.HTML`: `safeHtml`'s result, printed unescaped in HTML fields.
+    Html(Arc<str>),
+    /// `[]string`: `stringSlice`, `KV.Names`, `KV.Values`.
+    Strings(Arc<[Arc<str>]>),
+    /// `template.KV`: the label and annotation maps of notifications.
+    Kv(Arc<LabelMap>),
+    /// `template.Pairs`.
+    Pairs(Pairs),
+    /// `template.Pair`: element `.1` of the pairs.
+    Pair(Pairs, usize),
+    /// `template.Alerts` (with the `Firing` and `Resolved` methods) when the
+    /// flag is set, else `[]template.Alert` (what those methods return).
+    Alerts(Arc<[Arc<AlertV>]>, bool),
+    Alert(Arc<AlertV>),
+    /// The notification data, `*template.Data`.
+    Data(Arc<DataV>),
 }
 
 impl Value {
@@ -86,6 +154,16 @@ impl Value {
                 "struct { Labels map[string]string; ExternalLabels map[string]string; \
                  ExternalURL string; Value interface {} }"
             }
+            Value::Duration(_) => "time.Duration",
+            Value::Html(_) => "template.HTML",
+            Value::Strings(_) => "[]string",
+            Value::Kv(_) => "template.KV",
+            Value::Pairs(_) => "template.Pairs",
+            Value::Pair(..) => "template.Pair",
+            Value::Alerts(_, true) => "template.Alerts",
+            Value::Alerts(_, false) => "[]template.Alert",
+            Value::Alert(_) => "template.Alert",
+            Value::Data(_) => "*template.Data",
         }
     }
 
@@ -101,7 +179,18 @@ impl Value {
             Value::Labels(m) => !m.is_empty(),
             Value::Map(m) => !m.is_empty(),
             Value::Samples(s) => !s.is_empty(),
-            Value::Sample(_) | Value::Time(_) | Value::Dot(_) => true,
+            Value::Duration(d) => *d != 0,
+            Value::Html(s) => !s.is_empty(),
+            Value::Strings(l) => !l.is_empty(),
+            Value::Kv(m) => !m.is_empty(),
+            Value::Pairs(p) => !p.is_empty(),
+            Value::Alerts(l, _) => !l.is_empty(),
+            Value::Sample(_)
+            | Value::Time(_)
+            | Value::Dot(_)
+            | Value::Pair(..)
+            | Value::Alert(_)
+            | Value::Data(_) => true,
         }
     }
 }
@@ -146,6 +235,56 @@ pub(super) const WEEKDAYS: [&str; 7] = [
 ];
 
 impl Time {
+    /// Go's zero `time.Time` (January 1st of year 1, UTC), which Minos shows
+    /// as the end of a firing alert, like Alertmanager.
+    pub(super) const ZERO: Time = Time::utc(-62_135_596_800, 0);
+
+    /// An instant shown in UTC.
+    pub(super) const fn utc(secs: i64, nanos: u32) -> Time {
+        Time {
+            secs,
+            nanos,
+            offset: 0,
+            abbr: *b"UTC\0\0\0",
+            abbr_len: 3,
+        }
+    }
+
+    /// An instant from Unix milliseconds, in UTC.
+    pub(super) fn from_millis(ms: i64) -> Time {
+        Time::utc(
+            ms.div_euclid(1000),
+            (ms.rem_euclid(1000) as u32) * 1_000_000,
+        )
+    }
+
+    /// The same instant shown in a zone `offset` seconds east of UTC whose
+    /// abbreviation is `abbr` (cut at 6 bytes).
+    pub(super) fn in_zone(self, offset: i32, abbr: &str) -> Time {
+        let mut end = abbr.len().min(6);
+        while !abbr.is_char_boundary(end) {
+            end -= 1;
+        }
+        let mut buf = [0u8; 6];
+        buf[..end].copy_from_slice(&abbr.as_bytes()[..end]);
+        Time {
+            offset,
+            abbr: buf,
+            abbr_len: end as u8,
+            ..self
+        }
+    }
+
+    /// The zone's abbreviation.
+    pub(super) fn abbr(&self) -> &str {
+        std::str::from_utf8(&self.abbr[..usize::from(self.abbr_len)]).unwrap_or("")
+    }
+
+    /// Whether this is Go's zero time (`Time.IsZero`).
+    pub(super) fn is_zero(&self) -> bool {
+        self.secs == Time::ZERO.secs && self.nanos == 0
+    }
+
     /// Prometheus' `floatToTime`: seconds, truncated to milliseconds like
     /// `model.TimeFromUnixNano`.
     pub(super) fn from_float_secs(v: f64) -> Result<Time, String> {
@@ -160,15 +299,14 @@ impl Time {
             ));
         }
         let ms = (ns as i64) / 1_000_000;
-        Ok(Time {
-            secs: ms.div_euclid(1000),
-            nanos: (ms.rem_euclid(1000) as u32) * 1_000_000,
-        })
+        Ok(Time::from_millis(ms))
     }
 
+    /// The date and time of day in the time's zone.
     pub(super) fn civil(&self) -> Civil {
-        let days = self.secs.div_euclid(86_400);
-        let rem = self.secs.rem_euclid(86_400) as u32;
+        let local = self.secs.saturating_add(i64::from(self.offset));
+        let days = local.div_euclid(86_400);
+        let rem = local.rem_euclid(86_400) as u32;
         // Howard Hinnant's days-to-civil algorithm.
         let z = days + 719_468;
         let era = z.div_euclid(146_097);
@@ -195,7 +333,7 @@ impl Time {
     }
 
     /// Go's `Time.Format` with a reference-time layout
-    /// (`2006-01-02T15:04:05Z07:00`); the zone is always UTC.
+    /// (`2006-01-02T15:04:05Z07:00`).
     pub(super) fn format(&self, layout: &str) -> String {
         let c = self.civil();
         let mut out = String::new();
@@ -238,9 +376,14 @@ impl Time {
                 Chunk::Year => out.push_str(&format!("{:02}", c.year.rem_euclid(100))),
                 Chunk::PM => out.push_str(if c.hour >= 12 { "PM" } else { "AM" }),
                 Chunk::Pm => out.push_str(if c.hour >= 12 { "pm" } else { "am" }),
-                Chunk::Tz => out.push_str("UTC"),
-                Chunk::IsoZ => out.push('Z'),
-                Chunk::NumTz(s) => out.push_str(s),
+                Chunk::Tz if self.abbr_len > 0 => out.push_str(self.abbr()),
+                Chunk::Tz => self.push_offset(&mut out, false, false, false, false),
+                Chunk::NumTz {
+                    iso,
+                    colon,
+                    short,
+                    secs,
+                } => self.push_offset(&mut out, iso, colon, short, secs),
                 Chunk::Frac { sep, digits, trim } => {
                     let frac = format!("{:09}", self.nanos);
                     let mut f = &frac[..digits.min(9)];
@@ -261,6 +404,33 @@ impl Time {
         }
         out.push_str(&layout[lit_start..]);
         out
+    }
+}
+
+impl Time {
+    /// Go's numeric zone elements (`-0700`, `Z07:00`...): `Z` for UTC in
+    /// the ISO forms, else the sign, hours and, unless `short`, minutes and
+    /// with `secs` seconds, separated by `:` with `colon`.
+    fn push_offset(&self, out: &mut String, iso: bool, colon: bool, short: bool, secs: bool) {
+        if iso && self.offset == 0 {
+            out.push('Z');
+            return;
+        }
+        let abs = self.offset.unsigned_abs();
+        out.push(if self.offset < 0 { '-' } else { '+' });
+        out.push_str(&format!("{:02}", abs / 3600));
+        if !short {
+            if colon {
+                out.push(':');
+            }
+            out.push_str(&format!("{:02}", abs / 60 % 60));
+        }
+        if secs {
+            if colon {
+                out.push(':');
+            }
+            out.push_str(&format!("{:02}", abs % 60));
+        }
     }
 }
 
@@ -293,10 +463,13 @@ enum Chunk {
     PM,
     Pm,
     Tz,
-    /// `Z07:00` and friends in UTC.
-    IsoZ,
-    /// `-07:00` and friends in UTC.
-    NumTz(&'static str),
+    /// `-07:00`, `Z07:00` and friends.
+    NumTz {
+        iso: bool,
+        colon: bool,
+        short: bool,
+        secs: bool,
+    },
     Frac {
         sep: char,
         digits: usize,
@@ -364,20 +537,30 @@ fn std_chunk(s: &str) -> Option<(usize, Chunk)> {
         b'5' => Some((1, Chunk::Second)),
         b'P' if at("PM") => Some((2, Chunk::PM)),
         b'p' if at("pm") => Some((2, Chunk::Pm)),
-        b'-' => [
-            ("-070000", "+000000"),
-            ("-07:00:00", "+00:00:00"),
-            ("-0700", "+0000"),
-            ("-07:00", "+00:00"),
-            ("-07", "+00"),
-        ]
-        .into_iter()
-        .find(|(p, _)| at(p))
-        .map(|(p, utc)| (p.len(), Chunk::NumTz(utc))),
-        b'Z' => ["Z070000", "Z07:00:00", "Z0700", "Z07:00", "Z07"]
+        b'-' | b'Z' => {
+            let iso = b[0] == b'Z';
+            // (pattern after the sign, colon, short, secs)
+            [
+                ("070000", false, false, true),
+                ("07:00:00", true, false, true),
+                ("0700", false, false, false),
+                ("07:00", true, false, false),
+                ("07", false, true, false),
+            ]
             .into_iter()
-            .find(|p| at(p))
-            .map(|p| (p.len(), Chunk::IsoZ)),
+            .find(|(p, ..)| s[1..].starts_with(p))
+            .map(|(p, colon, short, secs)| {
+                (
+                    p.len() + 1,
+                    Chunk::NumTz {
+                        iso,
+                        colon,
+                        short,
+                        secs,
+                    },
+                )
+            })
+        }
         b'.' | b',' if b.len() >= 2 && (b[1] == b'0' || b[1] == b'9') => {
             let ch = b[1];
             let mut j = 1;

@@ -10,8 +10,11 @@ other `errcode` is a failure.
 
 # Format
 ```text
-{"msgtype": "markdown", "markdown": {"title": "<subject>", "text": "#### <subject>\n..."}}
+{"msgtype": "markdown", "markdown": {"title": "<title>", "text": "#### <title>\n\n<text>"}}
 ```
+`title` and `text` are optional Alertmanager notification templates (the `template`
+module); unset, they are the built-in `dingtalk.default.title` (the subject line)
+and `dingtalk.default.text` (the Markdown list of alerts).
 */
 
 use serde::Deserialize;
@@ -19,9 +22,10 @@ use serde_json::{Value, json};
 
 use crate::notify::config::{Secret, invalid};
 use crate::notify::integrations::{
-    Context, Kind, SendError, check_code, check_url, hmac_sha256_b64, post_json,
+    Context, Kind, SendError, check_code, check_url, hmac_sha256_b64, post_json, template_field,
 };
 use crate::notify::message::{Notification, truncate};
+use crate::notify::template::{Render, Template};
 use crate::notify::{ConfigError, now_ms};
 
 /// DingTalk limits a Markdown message to 20,000 bytes; keep a margin.
@@ -34,6 +38,8 @@ pub struct Raw {
     send_resolved: Option<bool>,
     url: Option<Secret>,
     secret: Option<Secret>,
+    title: Option<String>,
+    text: Option<String>,
 }
 
 /// A validated DingTalk robot.
@@ -42,6 +48,8 @@ pub struct DingTalk {
     pub send_resolved: bool,
     url: Secret,
     secret: Option<Secret>,
+    title: Option<Template>,
+    text: Option<Template>,
 }
 
 impl Raw {
@@ -54,18 +62,29 @@ impl Raw {
             send_resolved: self.send_resolved.unwrap_or(true),
             url,
             secret: self.secret.filter(|s| !s.0.is_empty()),
+            title: template_field(path, "title", self.title.as_deref())?,
+            text: template_field(path, "text", self.text.as_deref())?,
         })
     }
 }
 
 impl DingTalk {
-    /// The request body.
+    /// The request body, with the built-in named templates.
     pub fn payload(&self, n: &Notification) -> Value {
-        let subject = n.subject();
-        let text = truncate(
-            &format!("#### {subject}\n\n{}", n.markdown("**")),
-            MAX_TEXT_BYTES,
-        );
+        let set = crate::notify::template::builtin();
+        self.render(n, &mut Render::new(n, "", set))
+    }
+
+    /// The template fields, for checking at load time.
+    pub(crate) fn templates(&self) -> Vec<(String, &Template, bool)> {
+        super::set_fields(&[("title", &self.title), ("text", &self.text)])
+    }
+
+    /// The request body, rendering the template fields with `r`.
+    fn render(&self, n: &Notification, r: &mut Render<'_>) -> Value {
+        let subject = r.text("title", self.title.as_ref(), || n.subject());
+        let body = r.text("text", self.text.as_ref(), || n.markdown("**"));
+        let text = truncate(&format!("#### {subject}\n\n{body}"), MAX_TEXT_BYTES);
         json!({
             "msgtype": "markdown",
             "markdown": {"title": subject, "text": text},
@@ -83,9 +102,16 @@ impl DingTalk {
         format!("{}{sep}timestamp={timestamp_ms}&sign={encoded}", self.url.0)
     }
 
-    pub(crate) async fn send(&self, cx: &Context, n: &Notification) -> Result<(), SendError> {
-        let body = post_json(cx, &self.signed_url(now_ms()), &self.payload(n)).await?;
-        check_code(Kind::DingTalk, &body, &["errcode"])
+    pub(crate) async fn send(
+        &self,
+        cx: &Context,
+        n: &Notification,
+    ) -> Result<Vec<String>, SendError> {
+        let mut r = Render::new(n, &cx.external_url, &cx.templates);
+        let payload = self.render(n, &mut r);
+        let body = post_json(cx, &self.signed_url(now_ms()), &payload).await?;
+        check_code(Kind::DingTalk, &body, &["errcode"])?;
+        Ok(r.errors())
     }
 }
 
@@ -110,6 +136,8 @@ mod tests {
                 "https://oapi.dingtalk.com/robot/send?access_token=abc".into(),
             )),
             secret: Some(Secret("SECxyz".into())),
+            title: None,
+            text: None,
         }
         .validate("d")
         .unwrap();

@@ -10,7 +10,9 @@ text (for a local relay). `tls_config` takes `ca_file`, `server_name` and
 `insecure_skip_verify`. Authentication (PLAIN or LOGIN, whichever the server offers)
 is used when `auth_username` is set. `headers` may set `Subject`, `To`, `From` and
 any other header; `html` and `text` replace the bodies (an empty one drops that
-part). Text fields accept the template subset of the `template` module.
+part). `html`, `text` and every header are Alertmanager notification templates (the
+`template` module; `html` escapes what its actions print, as Alertmanager's HTML
+fields do); unset, they are the built-in `email.default.*` texts.
 */
 
 use std::collections::BTreeMap;
@@ -27,7 +29,7 @@ use crate::notify::ConfigError;
 use crate::notify::config::{GlobalDefaults, Secret, invalid};
 use crate::notify::integrations::{Context, SendError, chain, template_field};
 use crate::notify::message::Notification;
-use crate::notify::template::Template;
+use crate::notify::template::{Render, Template};
 
 /// `email_configs` entry as written.
 #[derive(Debug, Deserialize)]
@@ -231,12 +233,33 @@ impl Raw {
 }
 
 impl Email {
-    /// The message for a notification.
+    /// The message for a notification, with the built-in named templates.
     pub fn message(&self, n: &Notification, external_url: &str) -> Result<Message, SendError> {
-        let subject = self
-            .subject
-            .as_ref()
-            .map_or_else(|| n.subject(), |t| t.render(n, external_url));
+        let set = crate::notify::template::builtin();
+        self.render(n, &mut Render::new(n, external_url, set), external_url)
+    }
+
+    /// The template fields, for checking at load time.
+    pub(crate) fn templates(&self) -> Vec<(String, &Template, bool)> {
+        let mut out =
+            super::set_fields(&[("headers.Subject", &self.subject), ("text", &self.text)]);
+        if let Some(t) = &self.html {
+            out.push(("html".to_string(), t, true));
+        }
+        for (k, t) in &self.headers {
+            out.push((format!("headers.{k}"), t, false));
+        }
+        out
+    }
+
+    /// The message, rendering the template fields with `r`.
+    fn render(
+        &self,
+        n: &Notification,
+        r: &mut Render<'_>,
+        external_url: &str,
+    ) -> Result<Message, SendError> {
+        let subject = r.text("headers.Subject", self.subject.as_ref(), || n.subject());
         let mut b = Message::builder()
             .from(self.from.clone())
             .subject(subject)
@@ -247,16 +270,11 @@ impl Email {
         for (k, t) in &self.headers {
             let name = HeaderName::new_from_ascii(k.clone())
                 .map_err(|_| SendError::permanent(format!("invalid header name {k:?}")))?;
-            b = b.raw_header(HeaderValue::new(name, t.render(n, external_url)));
+            let value = r.text(&format!("headers.{k}"), Some(t), String::new);
+            b = b.raw_header(HeaderValue::new(name, value));
         }
-        let text = self
-            .text
-            .as_ref()
-            .map_or_else(|| n.text_body(external_url), |t| t.render(n, external_url));
-        let html = self
-            .html
-            .as_ref()
-            .map_or_else(|| n.html_body(external_url), |t| t.render(n, external_url));
+        let text = r.text("text", self.text.as_ref(), || n.text_body(external_url));
+        let html = r.html("html", self.html.as_ref(), || n.html_body(external_url));
         let built = match (text.is_empty(), html.is_empty()) {
             (false, false) => b.multipart(MultiPart::alternative_plain_html(text, html)),
             (true, false) => b.singlepart(SinglePart::html(html)),
@@ -285,8 +303,13 @@ impl Email {
             .map_err(|e| SendError::permanent(format!("email: TLS settings: {e}")))
     }
 
-    pub(crate) async fn send(&self, cx: &Context, n: &Notification) -> Result<(), SendError> {
-        let msg = self.message(n, &cx.external_url)?;
+    pub(crate) async fn send(
+        &self,
+        cx: &Context,
+        n: &Notification,
+    ) -> Result<Vec<String>, SendError> {
+        let mut r = Render::new(n, &cx.external_url, &cx.templates);
+        let msg = self.render(n, &mut r, &cx.external_url)?;
         let tls = match self.security {
             Security::Implicit => Tls::Wrapper(self.tls_parameters()?),
             Security::StartTls => Tls::Required(self.tls_parameters()?),
@@ -302,7 +325,7 @@ impl Email {
         }
         let transport = t.build();
         match transport.send(msg).await {
-            Ok(_) => Ok(()),
+            Ok(_) => Ok(r.errors()),
             Err(e) => {
                 let what = format!("email to {}:{}: {}", self.host, self.port, chain(&e));
                 // A permanent SMTP answer (5xx: unknown recipient, authentication

@@ -17,6 +17,10 @@ scheme (the key is the string to sign, the message is empty). The bot answers wi
                      "template": "red" | "green"},
           "elements": [{"tag": "div", "text": {"tag": "lark_md", "content": "..."}}]}}
 ```
+`title` (the card's header) and `text` (its Markdown content) are optional
+Alertmanager notification templates (the `template` module); unset, they are the
+built-in `feishu.default.title` (the subject line) and `feishu.default.text` (the
+Markdown list of alerts).
 */
 
 use serde::Deserialize;
@@ -24,9 +28,10 @@ use serde_json::{Value, json};
 
 use crate::notify::config::{Secret, invalid};
 use crate::notify::integrations::{
-    Context, Kind, SendError, check_code, check_url, hmac_sha256_b64, post_json,
+    Context, Kind, SendError, check_code, check_url, hmac_sha256_b64, post_json, template_field,
 };
 use crate::notify::message::{AlertStatus, Notification, truncate};
+use crate::notify::template::{Render, Template};
 use crate::notify::{ConfigError, now_ms};
 
 /// Feishu limits a card to about 30 KB; keep a margin.
@@ -39,6 +44,8 @@ pub struct Raw {
     send_resolved: Option<bool>,
     url: Option<Secret>,
     secret: Option<Secret>,
+    title: Option<String>,
+    text: Option<String>,
 }
 
 /// A validated Feishu/Lark bot.
@@ -47,6 +54,8 @@ pub struct Feishu {
     pub send_resolved: bool,
     url: Secret,
     secret: Option<Secret>,
+    title: Option<Template>,
+    text: Option<Template>,
 }
 
 impl Raw {
@@ -59,13 +68,29 @@ impl Raw {
             send_resolved: self.send_resolved.unwrap_or(true),
             url,
             secret: self.secret.filter(|s| !s.0.is_empty()),
+            title: template_field(path, "title", self.title.as_deref())?,
+            text: template_field(path, "text", self.text.as_deref())?,
         })
     }
 }
 
 impl Feishu {
-    /// The request body at `timestamp_s` (Unix seconds, used only when signing).
+    /// The request body at `timestamp_s` (Unix seconds, used only when signing),
+    /// with the built-in named templates.
     pub fn payload(&self, n: &Notification, timestamp_s: i64) -> Value {
+        let set = crate::notify::template::builtin();
+        self.render(n, timestamp_s, &mut Render::new(n, "", set))
+    }
+
+    /// The template fields, for checking at load time.
+    pub(crate) fn templates(&self) -> Vec<(String, &Template, bool)> {
+        super::set_fields(&[("title", &self.title), ("text", &self.text)])
+    }
+
+    /// The request body, rendering the template fields with `r`.
+    fn render(&self, n: &Notification, timestamp_s: i64, r: &mut Render<'_>) -> Value {
+        let title = r.text("title", self.title.as_ref(), || n.subject());
+        let text = r.text("text", self.text.as_ref(), || n.markdown("**"));
         let template = match n.status() {
             AlertStatus::Firing => "red",
             AlertStatus::Resolved => "green",
@@ -75,12 +100,12 @@ impl Feishu {
             "card": {
                 "config": {"wide_screen_mode": true},
                 "header": {
-                    "title": {"tag": "plain_text", "content": n.subject()},
+                    "title": {"tag": "plain_text", "content": title},
                     "template": template,
                 },
                 "elements": [
                     {"tag": "div", "text": {"tag": "lark_md",
-                                            "content": truncate(&n.markdown("**"), MAX_TEXT_BYTES)}},
+                                            "content": truncate(&text, MAX_TEXT_BYTES)}},
                 ],
             },
         });
@@ -91,9 +116,16 @@ impl Feishu {
         body
     }
 
-    pub(crate) async fn send(&self, cx: &Context, n: &Notification) -> Result<(), SendError> {
-        let body = post_json(cx, &self.url.0, &self.payload(n, now_ms() / 1000)).await?;
-        check_code(Kind::Feishu, &body, &["code", "StatusCode"])
+    pub(crate) async fn send(
+        &self,
+        cx: &Context,
+        n: &Notification,
+    ) -> Result<Vec<String>, SendError> {
+        let mut r = Render::new(n, &cx.external_url, &cx.templates);
+        let payload = self.render(n, now_ms() / 1000, &mut r);
+        let body = post_json(cx, &self.url.0, &payload).await?;
+        check_code(Kind::Feishu, &body, &["code", "StatusCode"])?;
+        Ok(r.errors())
     }
 }
 
@@ -115,6 +147,8 @@ mod tests {
                 "https://open.feishu.cn/open-apis/bot/v2/hook/x".into(),
             )),
             secret: Some(Secret("s3cret".into())),
+            title: None,
+            text: None,
         }
         .validate("f")
         .unwrap();

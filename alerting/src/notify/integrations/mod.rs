@@ -4,9 +4,13 @@ The receivers' integrations: one file per kind, all of the same shape:
 - `Raw`: the YAML block as written (`deny_unknown_fields`);
 - the validated config (`Email`, `Slack`, ...), built by `Raw::validate(path, ..)`;
 - `payload(..)`: the request body for a notification, a pure function the unit tests
-  pin;
+  pin; integrations with text fields render them through a template `Render`
+  (`render(..)`), which falls back to the built-in text for a field whose template
+  fails;
 - `send(..)`: delivers one notification, returning a [`SendError`] that says whether
-  trying again could help.
+  trying again could help, or on success the errors of the template fields that fell
+  back (for the notification log);
+- `templates()`: the integration's template fields, checked when the config loads.
 
 [`Integration`] holds one of them and has the one `match` that dispatches.
 */
@@ -22,6 +26,7 @@ pub mod wecom;
 use std::time::Duration;
 
 use crate::notify::message::Notification;
+use crate::notify::template::Template;
 
 /// The kinds of integration, for counters and the notification log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -110,26 +115,51 @@ impl Integration {
         matches!(self, Integration::Alertmanager(_))
     }
 
-    /// Delivers one notification.
-    pub(crate) async fn send(&self, cx: &Context, n: &Notification) -> Result<(), SendError> {
+    /// Delivers one notification. On success, returns the errors of the template
+    /// fields that fell back to their built-in text (empty when all rendered).
+    pub(crate) async fn send(
+        &self,
+        cx: &Context,
+        n: &Notification,
+    ) -> Result<Vec<String>, SendError> {
         let n = if self.send_resolved() {
             std::borrow::Cow::Borrowed(n)
         } else {
             std::borrow::Cow::Owned(n.without_resolved())
         };
         if n.alerts.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         match self {
             Integration::Email(c) => c.send(cx, &n).await,
             Integration::Slack(c) => c.send(cx, &n).await,
-            Integration::Webhook(c) => c.send(cx, &n).await,
+            Integration::Webhook(c) => c.send(cx, &n).await.map(|()| Vec::new()),
             Integration::DingTalk(c) => c.send(cx, &n).await,
             Integration::Feishu(c) => c.send(cx, &n).await,
             Integration::WeCom(c) => c.send(cx, &n).await,
-            Integration::Alertmanager(c) => c.send(cx, &n).await,
+            Integration::Alertmanager(c) => c.send(cx, &n).await.map(|()| Vec::new()),
         }
     }
+
+    /// The template fields, by name, and whether each is HTML.
+    pub(crate) fn templates(&self) -> Vec<(String, &Template, bool)> {
+        match self {
+            Integration::Email(c) => c.templates(),
+            Integration::Slack(c) => c.templates(),
+            Integration::DingTalk(c) => c.templates(),
+            Integration::Feishu(c) => c.templates(),
+            Integration::WeCom(c) => c.templates(),
+            Integration::Webhook(_) | Integration::Alertmanager(_) => Vec::new(),
+        }
+    }
+}
+
+/// The set fields of `fields` (name, template), as text fields.
+fn set_fields<'a>(fields: &[(&str, &'a Option<Template>)]) -> Vec<(String, &'a Template, bool)> {
+    fields
+        .iter()
+        .filter_map(|(name, t)| t.as_ref().map(|t| (name.to_string(), t, false)))
+        .collect()
 }
 
 /// What a delivery needs besides the notification.
@@ -140,6 +170,9 @@ pub(crate) struct Context {
     pub(crate) external_url: String,
     /// The limit on one delivery attempt.
     pub(crate) timeout: Duration,
+    /// The named templates text fields may call: the built-in ones and the
+    /// config's `templates:` files.
+    pub(crate) templates: crate::template::TemplateSet,
 }
 
 /// Why a delivery failed.
@@ -282,12 +315,37 @@ pub(crate) fn template_field(
     path: &str,
     name: &str,
     text: Option<&str>,
-) -> Result<Option<crate::notify::template::Template>, crate::notify::ConfigError> {
+) -> Result<Option<Template>, crate::notify::ConfigError> {
     text.map(|t| {
-        crate::notify::template::Template::parse(t)
-            .map_err(|m| crate::notify::config::invalid(format!("{path}.{name}"), m))
+        Template::parse(t).map_err(|m| crate::notify::config::invalid(format!("{path}.{name}"), m))
     })
     .transpose()
+}
+
+/// Checks the template fields of every integration of `receivers` against `set`
+/// (see [`Template::check`]), naming the field in the error
+/// (`receivers[0].slack_configs[1].title`).
+pub(crate) fn check_templates(
+    receivers: &[crate::notify::config::Receiver],
+    set: &crate::template::TemplateSet,
+) -> Result<(), crate::notify::ConfigError> {
+    for (i, r) in receivers.iter().enumerate() {
+        let mut seen = [0usize; Kind::ALL.len()];
+        for int in &r.integrations {
+            let k = int.kind();
+            let j = seen[k.index()];
+            seen[k.index()] += 1;
+            for (field, t, html) in int.templates() {
+                t.check(set, html).map_err(|m| {
+                    crate::notify::config::invalid(
+                        format!("receivers[{i}].{}_configs[{j}].{field}", k.as_str()),
+                        m,
+                    )
+                })?;
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

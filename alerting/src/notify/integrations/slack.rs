@@ -10,8 +10,9 @@ Rocket.Chat, which accept the same message with attachments.
                   "mrkdwn_in": ["fallback", "pretext", "text"]}]}
 ```
 `color` is `danger` while anything fires and `good` once everything resolved, as
-Alertmanager's default. `title`, `text`, `title_link` and `username` accept the
-template subset of [`crate::notify`]'s `template` module.
+Alertmanager's default. `title`, `text`, `title_link` and `username` are
+Alertmanager notification templates (the `template` module); unset, they are the
+built-in `slack.default.*` texts. `fallback` is the title.
 */
 
 use serde::Deserialize;
@@ -21,7 +22,7 @@ use crate::notify::ConfigError;
 use crate::notify::config::{GlobalDefaults, Secret, invalid};
 use crate::notify::integrations::{Context, SendError, check_url, post_json, template_field};
 use crate::notify::message::{AlertStatus, Notification};
-use crate::notify::template::Template;
+use crate::notify::template::{Render, Template};
 
 /// `slack_configs` entry as written.
 #[derive(Debug, Deserialize)]
@@ -82,20 +83,29 @@ impl Raw {
 }
 
 impl Slack {
-    /// The request body.
+    /// The request body, with the built-in named templates.
     pub fn payload(&self, n: &Notification, external_url: &str) -> Value {
-        let title = self
-            .title
-            .as_ref()
-            .map_or_else(|| n.subject(), |t| t.render(n, external_url));
-        let text = self
-            .text
-            .as_ref()
-            .map_or_else(|| n.markdown("*"), |t| t.render(n, external_url));
-        let title_link = self
-            .title_link
-            .as_ref()
-            .map_or_else(|| external_url.to_string(), |t| t.render(n, external_url));
+        let set = crate::notify::template::builtin();
+        self.render(n, &mut Render::new(n, external_url, set), external_url)
+    }
+
+    /// The template fields, for checking at load time.
+    pub(crate) fn templates(&self) -> Vec<(String, &Template, bool)> {
+        super::set_fields(&[
+            ("username", &self.username),
+            ("title", &self.title),
+            ("title_link", &self.title_link),
+            ("text", &self.text),
+        ])
+    }
+
+    /// The request body, rendering the template fields with `r`.
+    fn render(&self, n: &Notification, r: &mut Render<'_>, external_url: &str) -> Value {
+        let title = r.text("title", self.title.as_ref(), || n.subject());
+        let text = r.text("text", self.text.as_ref(), || n.markdown("*"));
+        let title_link = r.text("title_link", self.title_link.as_ref(), || {
+            external_url.to_string()
+        });
         let color = self.color.clone().unwrap_or_else(|| {
             match n.status() {
                 AlertStatus::Firing => "danger",
@@ -116,10 +126,7 @@ impl Slack {
         if let Some(c) = &self.channel {
             body.insert("channel".into(), json!(c));
         }
-        let username = self
-            .username
-            .as_ref()
-            .map_or_else(|| "Minos".to_string(), |t| t.render(n, external_url));
+        let username = r.text("username", self.username.as_ref(), || "Minos".to_string());
         body.insert("username".into(), json!(username));
         if let Some(e) = &self.icon_emoji {
             body.insert("icon_emoji".into(), json!(e));
@@ -131,10 +138,15 @@ impl Slack {
         Value::Object(body)
     }
 
-    pub(crate) async fn send(&self, cx: &Context, n: &Notification) -> Result<(), SendError> {
-        post_json(cx, &self.api_url.0, &self.payload(n, &cx.external_url))
-            .await
-            .map(|_| ())
+    pub(crate) async fn send(
+        &self,
+        cx: &Context,
+        n: &Notification,
+    ) -> Result<Vec<String>, SendError> {
+        let mut r = Render::new(n, &cx.external_url, &cx.templates);
+        let body = self.render(n, &mut r, &cx.external_url);
+        post_json(cx, &self.api_url.0, &body).await?;
+        Ok(r.errors())
     }
 }
 
@@ -173,7 +185,7 @@ mod tests {
             .validate("s", &GlobalDefaults::default())
             .unwrap_err();
         assert!(e.to_string().contains("s.api_url"));
-        let e = raw("api_url: http://x/\ntext: '{{ range .Alerts }}{{ end }}'\n")
+        let e = raw("api_url: http://x/\ntext: '{{ range .Alerts }}{{ nosuch }}{{ end }}'\n")
             .validate("s", &GlobalDefaults::default())
             .unwrap_err();
         assert!(e.to_string().contains("s.text"));

@@ -7,9 +7,12 @@ signing: the key in the URL is the credential. The robot answers
 
 # Format
 ```text
-{"msgtype": "markdown", "markdown": {"content": "**<subject>**\n..."}}
+{"msgtype": "markdown", "markdown": {"content": "**<title>**\n<text>"}}
 ```
-The content is limited to 4,096 bytes by WeCom and cut to fit.
+The content is limited to 4,096 bytes by WeCom and cut to fit. `title` and `text`
+are optional Alertmanager notification templates (the `template` module); unset,
+they are the built-in `wecom.default.title` (the subject line) and
+`wecom.default.text` (the Markdown list of alerts).
 */
 
 use serde::Deserialize;
@@ -17,8 +20,11 @@ use serde_json::{Value, json};
 
 use crate::notify::ConfigError;
 use crate::notify::config::{Secret, invalid};
-use crate::notify::integrations::{Context, Kind, SendError, check_code, check_url, post_json};
+use crate::notify::integrations::{
+    Context, Kind, SendError, check_code, check_url, post_json, template_field,
+};
 use crate::notify::message::{AlertStatus, Notification, truncate};
+use crate::notify::template::{Render, Template};
 
 const MAX_CONTENT_BYTES: usize = 4096;
 
@@ -28,6 +34,8 @@ const MAX_CONTENT_BYTES: usize = 4096;
 pub struct Raw {
     send_resolved: Option<bool>,
     url: Option<Secret>,
+    title: Option<String>,
+    text: Option<String>,
 }
 
 /// A validated WeCom robot.
@@ -35,6 +43,8 @@ pub struct Raw {
 pub struct WeCom {
     pub send_resolved: bool,
     url: Secret,
+    title: Option<Template>,
+    text: Option<Template>,
 }
 
 impl Raw {
@@ -46,32 +56,50 @@ impl Raw {
         Ok(WeCom {
             send_resolved: self.send_resolved.unwrap_or(true),
             url,
+            title: template_field(path, "title", self.title.as_deref())?,
+            text: template_field(path, "text", self.text.as_deref())?,
         })
     }
 }
 
 impl WeCom {
-    /// The request body.
+    /// The request body, with the built-in named templates.
     pub fn payload(&self, n: &Notification) -> Value {
+        let set = crate::notify::template::builtin();
+        self.render(n, &mut Render::new(n, "", set))
+    }
+
+    /// The template fields, for checking at load time.
+    pub(crate) fn templates(&self) -> Vec<(String, &Template, bool)> {
+        super::set_fields(&[("title", &self.title), ("text", &self.text)])
+    }
+
+    /// The request body, rendering the template fields with `r`.
+    fn render(&self, n: &Notification, r: &mut Render<'_>) -> Value {
         // WeCom's Markdown colours: warning (orange-red), info (green).
         let color = match n.status() {
             AlertStatus::Firing => "warning",
             AlertStatus::Resolved => "info",
         };
-        let content = format!(
-            "<font color=\"{color}\">**{}**</font>\n{}",
-            n.subject(),
-            n.markdown("**")
-        );
+        let title = r.text("title", self.title.as_ref(), || n.subject());
+        let text = r.text("text", self.text.as_ref(), || n.markdown("**"));
+        let content = format!("<font color=\"{color}\">**{title}**</font>\n{text}");
         json!({
             "msgtype": "markdown",
             "markdown": {"content": truncate(&content, MAX_CONTENT_BYTES)},
         })
     }
 
-    pub(crate) async fn send(&self, cx: &Context, n: &Notification) -> Result<(), SendError> {
-        let body = post_json(cx, &self.url.0, &self.payload(n)).await?;
-        check_code(Kind::WeCom, &body, &["errcode"])
+    pub(crate) async fn send(
+        &self,
+        cx: &Context,
+        n: &Notification,
+    ) -> Result<Vec<String>, SendError> {
+        let mut r = Render::new(n, &cx.external_url, &cx.templates);
+        let payload = self.render(n, &mut r);
+        let body = post_json(cx, &self.url.0, &payload).await?;
+        check_code(Kind::WeCom, &body, &["errcode"])?;
+        Ok(r.errors())
     }
 }
 
@@ -87,6 +115,8 @@ mod tests {
             url: Some(Secret(
                 "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=k".into(),
             )),
+            title: None,
+            text: None,
         }
         .validate("w")
         .unwrap();
