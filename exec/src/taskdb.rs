@@ -33,9 +33,7 @@ use std::path::Path;
 // The dynamic statements splice in only the constant column lists and `$n`
 // placeholders: values are always bound.
 use sqlx::AssertSqlSafe;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::SqlitePool;
 
 const SCHEMA_VERSION: i64 = 1;
 
@@ -73,38 +71,13 @@ pub enum DbError {
 
 /// Opens (creating if missing) the database at `path`.
 pub async fn open(path: &Path) -> Result<SqlitePool, DbError> {
-    let opts = SqliteConnectOptions::new()
-        .filename(path)
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        // A result acknowledged to an agent survives a power cut.
-        .synchronous(SqliteSynchronous::Full)
-        .foreign_keys(false);
-    let pool = SqlitePoolOptions::new()
-        .max_connections(4)
-        .connect_with(opts)
-        .await?;
-    for stmt in SCHEMA {
-        sqlx::query(stmt).execute(&pool).await?;
-    }
-    let versions: Vec<(i64,)> = sqlx::query_as("SELECT version FROM schema_version")
-        .fetch_all(&pool)
-        .await?;
-    match versions.as_slice() {
-        [] => {
-            sqlx::query("INSERT INTO schema_version (version) VALUES ($1)")
-                .bind(SCHEMA_VERSION)
-                .execute(&pool)
-                .await?;
-        }
-        [(v,)] if *v == SCHEMA_VERSION => {}
-        [(v,)] => {
-            return Err(DbError::Invalid(format!(
-                "schema version {v}, this build reads {SCHEMA_VERSION}"
-            )));
-        }
-        _ => return Err(DbError::Invalid("several schema versions".into())),
-    }
+    // A result acknowledged to an agent survives a power cut.
+    let pool = sqlstore::open(path, &SCHEMA, SCHEMA_VERSION)
+        .await
+        .map_err(|e| match e {
+            sqlstore::OpenError::Db(e) => DbError::from(e),
+            sqlstore::OpenError::Schema(m) => DbError::Invalid(m),
+        })?;
     crate::audit::init(&pool).await?;
     Ok(pool)
 }

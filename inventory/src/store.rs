@@ -31,8 +31,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
-use sqlx::sqlite::SqliteSynchronous;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::sqlite::SqlitePool;
 
 use crate::tree::{Host, HostId, Inventory, Node, NodeId, TreeError};
 
@@ -96,38 +95,13 @@ fn id(v: u64) -> i64 {
 impl Store {
     /// Opens (creating if missing) the SQLite database at `path` and loads it.
     pub async fn open_sqlite(path: &Path) -> Result<Store, StoreError> {
-        let opts = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // An acknowledged change survives a power cut.
-            .synchronous(SqliteSynchronous::Full)
-            .foreign_keys(false);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(opts)
-            .await?;
-        for stmt in SCHEMA {
-            sqlx::query(stmt).execute(&pool).await?;
-        }
-        let versions: Vec<(i64,)> = sqlx::query_as("SELECT version FROM schema_version")
-            .fetch_all(&pool)
-            .await?;
-        match versions.as_slice() {
-            [] => {
-                sqlx::query("INSERT INTO schema_version (version) VALUES ($1)")
-                    .bind(SCHEMA_VERSION)
-                    .execute(&pool)
-                    .await?;
-            }
-            [(v,)] if *v == SCHEMA_VERSION => {}
-            [(v,)] => {
-                return Err(StoreError::Invalid(format!(
-                    "schema version {v}; this Minos reads version {SCHEMA_VERSION}"
-                )));
-            }
-            _ => return Err(StoreError::Invalid("several schema versions".into())),
-        }
+        // An acknowledged change survives a power cut.
+        let pool = sqlstore::open(path, &SCHEMA, SCHEMA_VERSION)
+            .await
+            .map_err(|e| match e {
+                sqlstore::OpenError::Db(e) => StoreError::Db(e),
+                sqlstore::OpenError::Schema(m) => StoreError::Invalid(m),
+            })?;
         let inv = load(&pool).await?;
         let agents = crate::agents::load(&pool).await?;
         Ok(Store {

@@ -40,9 +40,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use sqlx::AssertSqlSafe;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::SqlitePool;
 
 use crate::notify::{Error, Fingerprint, Labels};
 
@@ -86,39 +84,13 @@ const SCHEMA: [&str; 13] = [
 
 /// Opens (creating if missing) the database at `path`.
 pub(crate) async fn open(path: &Path) -> Result<SqlitePool, Error> {
-    let opts = SqliteConnectOptions::new()
-        .filename(path)
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        // A notification recorded as sent (and queued) survives a power cut.
-        .synchronous(SqliteSynchronous::Full)
-        .foreign_keys(false);
-    let pool = SqlitePoolOptions::new()
-        .max_connections(4)
-        .connect_with(opts)
-        .await?;
-    for stmt in SCHEMA {
-        sqlx::query(stmt).execute(&pool).await?;
-    }
-    let versions: Vec<(i64,)> = sqlx::query_as("SELECT version FROM schema_version")
-        .fetch_all(&pool)
-        .await?;
-    match versions.as_slice() {
-        [] => {
-            sqlx::query("INSERT INTO schema_version (version) VALUES (?)")
-                .bind(SCHEMA_VERSION)
-                .execute(&pool)
-                .await?;
-        }
-        [(v,)] if *v == SCHEMA_VERSION => {}
-        [(v,)] => {
-            return Err(Error::Corrupt(format!(
-                "schema version {v}, this build reads {SCHEMA_VERSION}"
-            )));
-        }
-        _ => return Err(Error::Corrupt("several schema versions".into())),
-    }
-    Ok(pool)
+    // A notification recorded as sent (and queued) survives a power cut.
+    sqlstore::open(path, &SCHEMA, SCHEMA_VERSION)
+        .await
+        .map_err(|e| match e {
+            sqlstore::OpenError::Db(e) => e.into(),
+            sqlstore::OpenError::Schema(m) => Error::Corrupt(m),
+        })
 }
 
 // ---------------------------------------------------------------------------------
