@@ -28,9 +28,20 @@
 //! same feed goes to a server without rules for `--baseline-window`, to separate the CPU
 //! of ingest from the CPU of evaluation.
 //!
-//! It exits non-zero when a push failed, a rule evaluation failed, an iteration was
-//! missed, an evaluation went unobserved, or fewer rules than `--rules` were loaded. See
-//! `benches/rule_scale.md`.
+//! With `--peer prometheus`, after the Minos runs the same rule files and the same feed
+//! go to a `prometheus` (`--prometheus`) in the same way: `global.evaluation_interval`
+//! and `scrape_interval` are `--interval`, and the feed, instead of being pushed, is
+//! served by the bench on a loopback port as one scrape target (`honor_labels`, so the
+//! series keep their `job` and `instance`), its body advanced every `--interval` as for
+//! the push. It is measured over the same warmup and window from Prometheus' own
+//! `/metrics` (`prometheus_rule_*`, the same per-round logic), `/proc` and its API, with
+//! a run without rule files first unless `--no-baseline`; a last block prints Minos'
+//! figures against Prometheus' as ratios. Prometheus also stores the scrape's own series
+//! (`up`, `scrape_*`: five) and ingests by scraping rather than by push.
+//!
+//! It exits non-zero when a push or a scrape failed, a rule evaluation failed, an
+//! iteration was missed, an evaluation went unobserved, or fewer rules than `--rules`
+//! were loaded, on either system. See `benches/rule_scale.md`.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -118,6 +129,66 @@ struct Cli {
     /// --server-arg=2m`).
     #[arg(long = "server-arg", allow_hyphen_values = true)]
     server_args: Vec<String>,
+    /// After the Minos runs, run the same rules and feed on this peer and compare.
+    #[arg(long, value_enum)]
+    peer: Option<Peer>,
+    /// The Prometheus binary for `--peer prometheus`.
+    #[arg(long, default_value = "prometheus")]
+    prometheus: PathBuf,
+}
+
+/// A system to compare Minos with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Peer {
+    Prometheus,
+}
+
+/// The server a run measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum System {
+    Minos,
+    Prometheus,
+}
+
+impl System {
+    fn name(self) -> &'static str {
+        match self {
+            System::Minos => "minos",
+            System::Prometheus => "prometheus",
+        }
+    }
+
+    /// How its `/metrics` shows rule groups.
+    fn rule_metrics(self) -> RuleMetrics {
+        match self {
+            System::Minos => RuleMetrics {
+                prefix: "minos_rule_",
+                label: "rule_group",
+                stamped: false,
+            },
+            System::Prometheus => RuleMetrics {
+                prefix: "prometheus_rule_",
+                label: "rule_group",
+                stamped: true,
+            },
+        }
+    }
+
+    /// Its `/metrics` names of samples appended, head series and blocks.
+    fn tsdb_metrics(self) -> [&'static str; 3] {
+        match self {
+            System::Minos => [
+                "minos_tsdb_samples_appended_total",
+                "minos_tsdb_head_series",
+                "minos_tsdb_blocks",
+            ],
+            System::Prometheus => [
+                "prometheus_tsdb_head_samples_appended_total",
+                "prometheus_tsdb_head_series",
+                "prometheus_tsdb_blocks_loaded",
+            ],
+        }
+    }
 }
 
 fn main() -> Result<()> {
@@ -243,7 +314,8 @@ impl Feed {
     }
 }
 
-/// One push.
+/// One push (when the feed is served for scraping: one step of the feed, with a zero
+/// `latency`).
 #[derive(Debug, Clone, Copy)]
 struct Push {
     at: Instant,
@@ -260,8 +332,111 @@ struct Push {
 /// What the feeder thread shares with the measurement.
 struct FeedShared {
     pushes: Mutex<Vec<Push>>,
-    /// The first failed push's answer.
+    /// The first failed push's answer (or the serving's first error).
     first_error: Mutex<Option<String>>,
+    /// When the feed is served: every scrape answered.
+    scrapes: Mutex<Vec<Scrape>>,
+}
+
+impl FeedShared {
+    fn new() -> Arc<FeedShared> {
+        Arc::new(FeedShared {
+            pushes: Mutex::new(Vec::new()),
+            first_error: Mutex::new(None),
+            scrapes: Mutex::new(Vec::new()),
+        })
+    }
+}
+
+/// One scrape of the served feed.
+#[derive(Debug, Clone, Copy)]
+struct Scrape {
+    at: Instant,
+    /// Which step of the feed it got (0: before the first).
+    step: u64,
+    /// From the end of the request to the end of the answer.
+    answer: Duration,
+}
+
+/// Where the feeder sends the feed.
+enum Target {
+    /// `POST` every step to this URL.
+    Push(String),
+    /// Serve the latest step as `GET /metrics` (any path) on this listener.
+    Serve(std::net::TcpListener),
+}
+
+/// The latest step of the feed, for the scrape endpoint: its number and body.
+type Latest = Arc<Mutex<(u64, Arc<String>)>>;
+
+/// Answers every request on `conn` (HTTP/1.1, kept alive; requests have no body) with
+/// the latest body, until the peer closes it.
+async fn serve_conn(
+    mut conn: tokio::net::TcpStream,
+    latest: Latest,
+    shared: Arc<FeedShared>,
+) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        // One request: up to the blank line after its headers.
+        let end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let n = conn.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        buf.drain(..end);
+        let t = Instant::now();
+        let (step, body) = {
+            let l = latest.lock().unwrap();
+            (l.0, l.1.clone())
+        };
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        conn.write_all(head.as_bytes()).await?;
+        conn.write_all(body.as_bytes()).await?;
+        shared.scrapes.lock().unwrap().push(Scrape {
+            at: t,
+            step,
+            answer: t.elapsed(),
+        });
+    }
+}
+
+/// Accepts scrape connections until the runtime ends.
+async fn serve(listener: tokio::net::TcpListener, latest: Latest, shared: Arc<FeedShared>) {
+    loop {
+        match listener.accept().await {
+            Ok((conn, _)) => {
+                let (latest, shared) = (latest.clone(), shared.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = serve_conn(conn, latest, shared.clone()).await {
+                        shared
+                            .first_error
+                            .lock()
+                            .unwrap()
+                            .get_or_insert(format!("serving a scrape: {e}"));
+                    }
+                });
+            }
+            Err(e) => {
+                shared
+                    .first_error
+                    .lock()
+                    .unwrap()
+                    .get_or_insert(format!("accepting a scrape: {e}"));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
 }
 
 /// CPU time of the calling thread (`CLOCK_THREAD_CPUTIME_ID`, nanosecond resolution,
@@ -291,14 +466,14 @@ fn process_cpu_secs() -> f64 {
 }
 
 /// Starts the feeder on a thread of its own, with a current-thread runtime, so that all
-/// of its work is that thread's CPU time and every push can measure its own.
+/// of its work (building the bodies, pushing them or answering the scrapes) is that
+/// thread's CPU time and every push can measure its own.
 fn start_feeder(
     cli: &Cli,
-    base: &str,
+    target: Target,
     shared: Arc<FeedShared>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<std::thread::JoinHandle<()>> {
-    let url = format!("{base}/api/v1/import/prometheus");
     let (series, seed, interval) = (cli.series, cli.seed, cli.interval);
     std::thread::Builder::new()
         .name("feeder".into())
@@ -318,6 +493,26 @@ fn start_feeder(
                     .timeout(Duration::from_secs(30))
                     .build()
                     .expect("an HTTP client");
+                let latest: Latest = Arc::new(Mutex::new((0, Arc::new(String::new()))));
+                let url = match target {
+                    Target::Push(url) => Some(url),
+                    Target::Serve(listener) => {
+                        let listener = listener
+                            .set_nonblocking(true)
+                            .and_then(|()| tokio::net::TcpListener::from_std(listener));
+                        match listener {
+                            Ok(l) => {
+                                tokio::spawn(serve(l, latest.clone(), shared.clone()));
+                            }
+                            Err(e) => {
+                                *shared.first_error.lock().unwrap() =
+                                    Some(format!("scrape listener: {e}"));
+                                return;
+                            }
+                        }
+                        None
+                    }
+                };
                 let mut feed = Feed::new(series, seed);
                 let mut body = String::new();
                 let mut tick = tokio::time::interval(interval);
@@ -331,9 +526,22 @@ fn start_feeder(
                     let cpu0 = thread_cpu();
                     feed.render(interval.as_secs_f64(), &mut body);
                     let render = at.elapsed();
+                    let Some(url) = &url else {
+                        let mut l = latest.lock().unwrap();
+                        *l = (l.0 + 1, Arc::new(body.clone()));
+                        drop(l);
+                        shared.pushes.lock().unwrap().push(Push {
+                            at,
+                            render,
+                            latency: Duration::ZERO,
+                            cpu: thread_cpu().saturating_sub(cpu0),
+                            ok: true,
+                        });
+                        continue;
+                    };
                     let sent = Instant::now();
                     let res = client
-                        .post(&url)
+                        .post(url)
                         .header("Content-Type", "text/plain; version=0.0.4")
                         .body(body.clone())
                         .send()
@@ -545,36 +753,84 @@ struct GroupCounters {
     failures: f64,
     last_duration: f64,
     missed: f64,
+    /// When the latest evaluation started, Unix seconds (Prometheus only).
+    last_evaluation: f64,
 }
 
-/// The `minos_rule_*` samples of a `/metrics` page, by group name (the part of
-/// `rule_group="file;name"` after the last `;`).
-fn group_counters(text: &str) -> BTreeMap<String, GroupCounters> {
-    let mut out: BTreeMap<String, GroupCounters> = BTreeMap::new();
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix("minos_rule_") else {
-            continue;
-        };
-        let Some((metric, rest)) = rest.split_once("{rule_group=\"") else {
-            continue;
-        };
-        let Some((key, value)) = rest.split_once("\"}") else {
-            continue;
-        };
-        let Ok(v) = value.trim().parse::<f64>() else {
-            continue;
-        };
-        let name = key.rsplit_once(';').map_or(key, |(_, n)| n).to_string();
-        let c = out.entry(name).or_default();
-        match metric {
-            "evaluations_total" => c.evaluations = v,
-            "evaluation_failures_total" => c.failures = v,
-            "group_last_duration_seconds" => c.last_duration = v,
-            "group_iterations_missed_total" => c.missed = v,
-            _ => {}
+/// How a system's `/metrics` shows its rule groups: `{prefix}evaluations_total`,
+/// `{prefix}evaluation_failures_total`, `{prefix}group_last_duration_seconds`,
+/// `{prefix}group_iterations_missed_total` (and, `stamped`,
+/// `{prefix}group_last_evaluation_timestamp_seconds`), each with one label `label` whose
+/// value is `file;group`.
+#[derive(Debug, Clone, Copy)]
+struct RuleMetrics {
+    prefix: &'static str,
+    label: &'static str,
+    /// A new evaluation is told by the timestamp of the latest one, not by
+    /// `evaluations_total`. Prometheus counts a group's rules one by one during its
+    /// evaluation and sets the duration and the timestamp after it, so a poll in the
+    /// middle of one sees part of the count and the previous duration; Minos updates the
+    /// three together.
+    stamped: bool,
+}
+
+impl RuleMetrics {
+    /// The samples of a `/metrics` page, by group name (the part of the label's value
+    /// after the last `;`).
+    fn parse(&self, text: &str) -> BTreeMap<String, GroupCounters> {
+        let open = format!("{{{}=\"", self.label);
+        let mut out: BTreeMap<String, GroupCounters> = BTreeMap::new();
+        for line in text.lines() {
+            let Some(rest) = line.strip_prefix(self.prefix) else {
+                continue;
+            };
+            let Some((metric, rest)) = rest.split_once(open.as_str()) else {
+                continue;
+            };
+            let Some((key, value)) = rest.split_once("\"}") else {
+                continue;
+            };
+            let Ok(v) = value.trim().parse::<f64>() else {
+                continue;
+            };
+            let name = key.rsplit_once(';').map_or(key, |(_, n)| n).to_string();
+            let c = out.entry(name).or_default();
+            match metric {
+                "evaluations_total" => c.evaluations = v,
+                "evaluation_failures_total" => c.failures = v,
+                "group_last_duration_seconds" => c.last_duration = v,
+                "group_iterations_missed_total" => c.missed = v,
+                "group_last_evaluation_timestamp_seconds" => c.last_evaluation = v,
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// Whether a group evaluated since the previous poll (`prev`), and if so how many
+    /// times (1 unless the poller was too slow, or, for Minos, the first evaluation
+    /// after start, which restores alerts and counts twice).
+    fn new_evaluations(
+        &self,
+        prev: Option<&GroupCounters>,
+        now: &GroupCounters,
+        size: usize,
+        interval: Duration,
+    ) -> Option<f64> {
+        if self.stamped {
+            let before = prev.map_or(0.0, |p| p.last_evaluation);
+            if now.last_evaluation <= before {
+                return None;
+            }
+            if before == 0.0 {
+                return Some(1.0);
+            }
+            Some(((now.last_evaluation - before) / interval.as_secs_f64()).round())
+        } else {
+            let before = prev.map_or(0.0, |p| p.evaluations);
+            (now.evaluations > before).then(|| (now.evaluations - before) / size as f64)
         }
     }
-    out
 }
 
 async fn get_text(client: &reqwest::Client, url: &str) -> Result<String> {
@@ -610,10 +866,13 @@ struct Polled {
 }
 
 /// Reads `/metrics` every `period` and records each group's new evaluations, until `stop`.
+#[allow(clippy::too_many_arguments)]
 async fn poll_groups(
     client: reqwest::Client,
     base: String,
     period: Duration,
+    interval: Duration,
+    dialect: RuleMetrics,
     sizes: BTreeMap<String, usize>,
     seen: Arc<Mutex<Polled>>,
     mut stop: watch::Receiver<bool>,
@@ -632,20 +891,19 @@ async fn poll_groups(
             continue;
         };
         let at = Instant::now();
-        let now = group_counters(&text);
+        let now = dialect.parse(&text);
         let mut seen = seen.lock().unwrap();
         seen.gets.push((sent, at - sent));
         for (group, c) in &now {
             let Some(&size) = sizes.get(group) else {
                 continue;
             };
-            let before = prev.get(group).map_or(0.0, |p| p.evaluations);
-            if c.evaluations > before {
+            if let Some(count) = dialect.new_evaluations(prev.get(group), c, size, interval) {
                 seen.evals.push(Evaluation {
                     at,
                     group: group.clone(),
                     duration: c.last_duration,
-                    count: (c.evaluations - before) / size as f64,
+                    count,
                 });
             }
         }
@@ -658,11 +916,12 @@ async fn poll_groups(
 async fn totals(
     client: &reqwest::Client,
     base: &str,
+    dialect: RuleMetrics,
     sizes: &BTreeMap<String, usize>,
 ) -> Result<GroupCounters> {
     let text = get_text(client, &format!("{base}/metrics")).await?;
     let mut t = GroupCounters::default();
-    for (g, c) in group_counters(&text) {
+    for (g, c) in dialect.parse(&text) {
         if sizes.contains_key(&g) {
             t.evaluations += c.evaluations;
             t.failures += c.failures;
@@ -726,6 +985,7 @@ fn rule_views(
 
 /// What one server run showed.
 struct Report {
+    system: System,
     rules: bool,
     window_secs: f64,
     server_cpu: f64,
@@ -735,6 +995,8 @@ struct Report {
     bench_cpu: f64,
     pushes: Vec<Push>,
     push_error: Option<String>,
+    /// Prometheus: the scrapes of the served feed in the window.
+    scrapes: Vec<Scrape>,
     appended_per_sec: f64,
     head_series: f64,
     /// Blocks on disk at the window's end (a query reads every block its range overlaps).
@@ -749,6 +1011,8 @@ struct Report {
     /// Answer times of the poller's `GET /metrics` in the window, ms.
     metrics_gets: Vec<f64>,
     rules_get: (f64, f64),
+    /// Size of the `GET /api/v1/rules` answer.
+    rules_bytes: usize,
     api_alerts: usize,
     log: (usize, usize, Vec<String>),
     clean_stop: bool,
@@ -807,14 +1071,97 @@ async fn start(cli: &Cli, rules_dir: Option<&Path>) -> Result<Server> {
     Ok(server)
 }
 
+/// Starts `prometheus` with `rules_dir`'s rule files (if any) and one scrape job on
+/// `127.0.0.1:scrape_port`, on a fresh data directory and a free loopback port.
+async fn start_prometheus(cli: &Cli, rules_dir: Option<&Path>, scrape_port: u16) -> Result<Server> {
+    let dir = tempfile::Builder::new()
+        .prefix(if rules_dir.is_some() {
+            "rule-scale-prometheus-"
+        } else {
+            "rule-scale-prometheus-norules-"
+        })
+        .tempdir()
+        .context("creating the data directory")?;
+    let interval = cli.interval.as_millis();
+    let rule_files = match rules_dir {
+        Some(r) => format!("rule_files:\n  - '{}/*.yml'\n", r.display()),
+        None => String::new(),
+    };
+    let config = format!(
+        "# Written by rule_scale.\nglobal:\n  scrape_interval: {interval}ms\n  scrape_timeout: {}ms\n  evaluation_interval: {interval}ms\n{rule_files}scrape_configs:\n  - job_name: bench\n    honor_labels: true\n    static_configs:\n      - targets: ['127.0.0.1:{scrape_port}']\n",
+        interval.min(10_000)
+    );
+    let config_path = dir.path().join("prometheus.yml");
+    std::fs::write(&config_path, config).context("writing prometheus.yml")?;
+    let port = free_port()?;
+    let args: Vec<OsString> = vec![
+        format!("--config.file={}", config_path.display()).into(),
+        format!("--storage.tsdb.path={}", dir.path().join("data").display()).into(),
+        format!("--web.listen-address=127.0.0.1:{port}").into(),
+    ];
+    let mut server = Server::spawn(
+        &cli.prometheus,
+        &args,
+        format!("http://127.0.0.1:{port}"),
+        dir,
+        cli.keep,
+    )?;
+    server.wait_ready(Duration::from_secs(120), || true).await?;
+    eprintln!(
+        "started {} on {} (pid {}){}, scraping 127.0.0.1:{scrape_port}; log: {}",
+        cli.prometheus.display(),
+        server.base,
+        server.pid(),
+        if rules_dir.is_some() {
+            " with the rules"
+        } else {
+            " without rules"
+        },
+        server.log.display()
+    );
+    Ok(server)
+}
+
+/// The first line of `prometheus --version`.
+fn prometheus_version(program: &Path) -> String {
+    std::process::Command::new(program)
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| {
+            let text = String::from_utf8_lossy(&o.stdout).into_owned()
+                + &String::from_utf8_lossy(&o.stderr);
+            text.lines().next().map(str::to_string)
+        })
+        .unwrap_or_else(|| format!("{}: no version", program.display()))
+}
+
 async fn measure(
     cli: &Cli,
+    system: System,
     rules_dir: Option<&Path>,
     sizes: &BTreeMap<String, usize>,
     warmup: Duration,
     window: Duration,
 ) -> Result<Report> {
-    let mut server = start(cli, rules_dir).await?;
+    let dialect = system.rule_metrics();
+    let [appended_metric, series_metric, blocks_metric] = system.tsdb_metrics();
+    let (mut server, target) = match system {
+        System::Minos => {
+            let server = start(cli, rules_dir).await?;
+            let url = format!("{}/api/v1/import/prometheus", server.base);
+            (server, Target::Push(url))
+        }
+        System::Prometheus => {
+            // Bound before Prometheus starts, so that its first scrapes wait in the
+            // backlog rather than fail.
+            let listener = std::net::TcpListener::bind("127.0.0.1:0")
+                .context("binding the scrape endpoint")?;
+            let port = listener.local_addr()?.port();
+            let server = start_prometheus(cli, rules_dir, port).await?;
+            (server, Target::Serve(listener))
+        }
+    };
     let started = Instant::now();
     let (base, pid) = (server.base.clone(), server.pid().to_string());
     let http = reqwest::Client::builder()
@@ -823,23 +1170,23 @@ async fn measure(
     let idle = proc_sample(&pid)?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let shared = Arc::new(FeedShared {
-        pushes: Mutex::new(Vec::new()),
-        first_error: Mutex::new(None),
-    });
-    let feeder = start_feeder(cli, &base, shared.clone(), stop_rx.clone())?;
+    let shared = FeedShared::new();
+    let feeder = start_feeder(cli, target, shared.clone(), stop_rx.clone())?;
     let seen = Arc::new(Mutex::new(Polled::default()));
     let poller = tokio::spawn(poll_groups(
         http.clone(),
         base.clone(),
         cli.poll,
+        cli.interval,
+        dialect,
         sizes.clone(),
         seen.clone(),
         stop_rx,
     ));
 
     eprintln!(
-        "{}: warming up for {warmup:?}, then measuring for {window:?}…",
+        "{} {}: warming up for {warmup:?}, then measuring for {window:?}…",
+        system.name(),
         if rules_dir.is_some() {
             "rules"
         } else {
@@ -855,8 +1202,8 @@ async fn measure(
     }
 
     // The window. Read /metrics before the CPU samples so that its cost is outside.
-    let c0 = totals(&http, &base, sizes).await?;
-    let appended0 = metric(&http, &base, "minos_tsdb_samples_appended_total").await?;
+    let c0 = totals(&http, &base, dialect, sizes).await?;
+    let appended0 = metric(&http, &base, appended_metric).await?;
     let s0 = proc_sample(&pid)?;
     let me0 = process_cpu_secs();
     let m0 = machine_ticks();
@@ -867,14 +1214,14 @@ async fn measure(
     let m1 = machine_ticks();
     let w_end = Instant::now();
     let window_secs = w_end.duration_since(w_start).as_secs_f64();
-    let c1 = totals(&http, &base, sizes).await?;
-    let appended1 = metric(&http, &base, "minos_tsdb_samples_appended_total").await?;
-    let head_series = metric(&http, &base, "minos_tsdb_head_series").await?;
-    let blocks = metric(&http, &base, "minos_tsdb_blocks").await?;
+    let c1 = totals(&http, &base, dialect, sizes).await?;
+    let appended1 = metric(&http, &base, appended_metric).await?;
+    let head_series = metric(&http, &base, series_metric).await?;
+    let blocks = metric(&http, &base, blocks_metric).await?;
 
     // After the window: the rules as the API shows them, and what reading them costs.
-    let (mut views, mut group_times, mut rules_get, mut api_alerts) =
-        (Vec::new(), BTreeMap::new(), (0.0, 0.0), 0);
+    let (mut views, mut group_times, mut rules_get, mut rules_bytes, mut api_alerts) =
+        (Vec::new(), BTreeMap::new(), (0.0, 0.0), 0, 0);
     if rules_dir.is_some() {
         let a = proc_sample(&pid)?;
         let t = Instant::now();
@@ -884,7 +1231,7 @@ async fn measure(
         rules_get = (wall * 1000.0, (b.cpu_secs - a.cpu_secs) * 1000.0);
         let v: Value = serde_json::from_str(&text).context("/api/v1/rules: not JSON")?;
         (views, group_times) = rule_views(&v, sizes);
-        eprintln!("GET /api/v1/rules: {} bytes", text.len());
+        rules_bytes = text.len();
         let alerts: Value =
             serde_json::from_str(&get_text(&http, &format!("{base}/api/v1/alerts")).await?)
                 .context("/api/v1/alerts: not JSON")?;
@@ -926,9 +1273,18 @@ async fn measure(
         .copied()
         .collect();
     let push_error = shared.first_error.lock().unwrap().clone();
+    let scrapes = shared
+        .scrapes
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|p| p.at >= w_start && p.at <= w_end)
+        .copied()
+        .collect();
     let server_cpu = cpu_pct(&s0, &s1);
     let bench_cpu = (me1 - me0) / window_secs * 100.0;
     Ok(Report {
+        system,
         rules: rules_dir.is_some(),
         window_secs,
         server_cpu,
@@ -938,6 +1294,7 @@ async fn measure(
         bench_cpu,
         pushes,
         push_error,
+        scrapes,
         appended_per_sec: (appended1 - appended0) / window_secs,
         head_series,
         blocks,
@@ -949,6 +1306,7 @@ async fn measure(
         metrics_get_cpu_ms,
         metrics_gets,
         rules_get,
+        rules_bytes,
         api_alerts,
         log,
         clean_stop,
@@ -973,21 +1331,42 @@ async fn run(cli: Cli) -> Result<bool> {
         body.len()
     );
 
-    let baseline = if cli.no_baseline {
-        None
-    } else {
-        Some(
-            measure(
-                &cli,
-                None,
-                &sizes,
-                Duration::from_secs(30),
-                cli.baseline_window,
+    // Each system: a run without rules (unless --no-baseline), then one with them.
+    let runs = async |system: System| -> Result<(Option<Report>, Report)> {
+        let baseline = if cli.no_baseline {
+            None
+        } else {
+            Some(
+                measure(
+                    &cli,
+                    system,
+                    None,
+                    &sizes,
+                    Duration::from_secs(30),
+                    cli.baseline_window,
+                )
+                .await?,
             )
-            .await?,
+        };
+        let with_rules = measure(
+            &cli,
+            system,
+            Some(rules_dir.path()),
+            &sizes,
+            cli.warmup,
+            cli.window,
         )
+        .await?;
+        Ok((baseline, with_rules))
     };
-    let with_rules = measure(&cli, Some(rules_dir.path()), &sizes, cli.warmup, cli.window).await?;
+    let (baseline, with_rules) = runs(System::Minos).await?;
+    let peer = match cli.peer {
+        Some(Peer::Prometheus) => Some((
+            prometheus_version(&cli.prometheus),
+            runs(System::Prometheus).await?,
+        )),
+        None => None,
+    };
     if cli.keep {
         eprintln!("kept the rule files in {}", rules_dir.keep().display());
     }
@@ -1012,6 +1391,23 @@ async fn run(cli: Cli) -> Result<bool> {
     }
     passed &= print_common(&with_rules, &cli);
     passed &= print_rules(&with_rules, baseline.as_ref(), &cli, &sizes, fire_capable);
+    if let Some((version, (p_baseline, p_rules))) = &peer {
+        println!();
+        println!(
+            "peer: {version}, same rule files, same feed scraped every {:?} from the bench (honor_labels) instead of pushed; it also stores the scrape's own series (up, scrape_*)",
+            cli.interval
+        );
+        if let Some(b) = p_baseline {
+            passed &= print_common(b, &cli);
+        }
+        passed &= print_common(p_rules, &cli);
+        passed &= print_rules(p_rules, p_baseline.as_ref(), &cli, &sizes, fire_capable);
+        print_comparison(
+            (&with_rules, baseline.as_ref()),
+            (p_rules, p_baseline.as_ref()),
+            &sizes,
+        );
+    }
     if !passed {
         println!("FAILED: see the lines above");
     }
@@ -1037,13 +1433,17 @@ fn sorted(mut v: Vec<f64>) -> Vec<f64> {
 
 /// The lines both runs have; returns whether the feed had no failure.
 fn print_common(r: &Report, cli: &Cli) -> bool {
-    let label = if r.rules {
-        "with rules"
-    } else {
-        "ingest alone"
+    let label = match (r.system, r.rules) {
+        (System::Minos, true) => "with rules",
+        (System::Minos, false) => "ingest alone",
+        (System::Prometheus, true) => "prometheus with rules",
+        (System::Prometheus, false) => "prometheus, ingest alone",
     };
     println!();
     println!("[{label}: {:.1} s window]", r.window_secs);
+    if r.system == System::Prometheus {
+        return print_scrapes(r, cli);
+    }
     let failed = r.pushes.iter().filter(|p| !p.ok).count();
     let lat = sorted(
         r.pushes
@@ -1111,6 +1511,191 @@ fn print_common(r: &Report, cli: &Cli) -> bool {
     failed == 0 && r.push_error.is_none() && !r.pushes.is_empty()
 }
 
+/// [`print_common`]'s lines for a run whose feed was scraped; returns whether every
+/// step of the feed was scraped once.
+fn print_scrapes(r: &Report, cli: &Cli) -> bool {
+    let answer = sorted(
+        r.scrapes
+            .iter()
+            .map(|s| s.answer.as_secs_f64() * 1000.0)
+            .collect(),
+    );
+    let render = sorted(
+        r.pushes
+            .iter()
+            .map(|p| p.render.as_secs_f64() * 1000.0)
+            .collect(),
+    );
+    // Steps scraped twice, or never, between the window's first and last scrape.
+    let steps: Vec<u64> = r.scrapes.iter().map(|s| s.step).collect();
+    let repeated = steps.windows(2).filter(|w| w[1] == w[0]).count();
+    let skipped: u64 = steps
+        .windows(2)
+        .map(|w| w[1].saturating_sub(w[0]).saturating_sub(1))
+        .sum();
+    println!(
+        "scrapes          {} in the window ({} series each, {} steps of the feed), {repeated} got the same step as the one before, {skipped} steps never scraped; answered in p50 {:.1} ms, max {:.1} ms; body built in p50 {:.2} ms",
+        r.scrapes.len(),
+        cli.series,
+        r.pushes.len(),
+        percentile(&answer, 0.5),
+        percentile(&answer, 1.0),
+        percentile(&render, 0.5)
+    );
+    if let Some(e) = &r.push_error {
+        println!("                 first failure: {e}");
+    }
+    println!(
+        "ingest           {:.0} samples/s appended; {} head series, {} blocks at window end",
+        r.appended_per_sec, r.head_series, r.blocks
+    );
+    println!(
+        "server           CPU {:.2} % of one core; RSS {:.0} MB at window end (peak {:.0} MB, {:.0} MB at start)",
+        r.server_cpu, r.rss_mb, r.hwm_mb, r.idle_rss_mb
+    );
+    let feeder_cpu: f64 = r.pushes.iter().map(|p| p.cpu.as_secs_f64()).sum();
+    println!(
+        "bench process    CPU {:.3} % of one core; building the bodies {:.1} ms CPU a step ({:.3} % of one core); the rest is answering scrapes and reading /metrics every {:?}",
+        r.bench_cpu,
+        feeder_cpu * 1000.0 / r.pushes.len().max(1) as f64,
+        feeder_cpu / r.window_secs * 100.0,
+        cli.poll
+    );
+    let gets = sorted(r.metrics_gets.clone());
+    println!(
+        "                 one GET /metrics costs the server {:.1} ms CPU ({:.2} % of one core at one every {:?}); answered in p50 {:.1} ms, max {:.1} ms",
+        r.metrics_get_cpu_ms,
+        r.metrics_get_cpu_ms / 10.0 / cli.poll.as_secs_f64(),
+        cli.poll,
+        percentile(&gets, 0.5),
+        percentile(&gets, 1.0)
+    );
+    if let Some(m) = &r.machine {
+        println!("machine          {m}");
+    }
+    let (warn, error, lines) = &r.log;
+    println!(
+        "server log       {warn} WARN, {error} ERROR lines; stopped {}",
+        if r.clean_stop {
+            "cleanly on SIGTERM"
+        } else {
+            "by SIGKILL"
+        }
+    );
+    for l in lines {
+        println!("                 {l}");
+    }
+    r.push_error.is_none() && !r.scrapes.is_empty() && skipped == 0
+}
+
+/// Per round (the k-th evaluation of every group in the window), the sum over groups of
+/// their evaluation's duration, sorted; empty unless every group was seen.
+fn round_sums(r: &Report, sizes: &BTreeMap<String, usize>) -> Vec<f64> {
+    let mut per_group: BTreeMap<&str, Vec<&Evaluation>> = BTreeMap::new();
+    for e in &r.evals {
+        per_group.entry(&e.group).or_default().push(e);
+    }
+    let rounds = if per_group.len() == sizes.len() {
+        per_group.values().map(Vec::len).min().unwrap_or(0)
+    } else {
+        0
+    };
+    sorted(
+        (0..rounds)
+            .map(|k| per_group.values().map(|v| v[k].duration).sum::<f64>())
+            .collect(),
+    )
+}
+
+/// Minos against the peer, as ratios (peer ÷ Minos: above 1, Minos used less).
+fn print_comparison(
+    minos: (&Report, Option<&Report>),
+    peer: (&Report, Option<&Report>),
+    sizes: &BTreeMap<String, usize>,
+) {
+    let name = peer.0.system.name();
+    let ratio = |m: f64, p: f64| {
+        if m > 0.0 {
+            format!("{:.2}×", p / m)
+        } else {
+            "–".to_string()
+        }
+    };
+    let (mr, pr) = (round_sums(minos.0, sizes), round_sums(peer.0, sizes));
+    println!();
+    println!("[minos against {name}, same run: {name} ÷ minos, above 1 means minos took less]");
+    println!("{:<40} {:>12} {:>12} {:>8}", "", "minos", name, "ratio");
+    // Shares of a core with two decimals (rules' CPU can be a few tenths of a percent).
+    let row = |what: &str, m: f64, p: f64, unit: &str| {
+        let digits = if unit == "%" { 2 } else { 1 };
+        println!(
+            "{what:<40} {:>12} {:>12} {:>8}",
+            format!("{m:.digits$} {unit}"),
+            format!("{p:.digits$} {unit}"),
+            ratio(m, p)
+        );
+    };
+    for (what, q) in [
+        ("evaluation per round, p50", 0.5),
+        ("evaluation per round, max", 1.0),
+    ] {
+        row(
+            what,
+            percentile(&mr, q) * 1000.0,
+            percentile(&pr, q) * 1000.0,
+            "ms",
+        );
+    }
+    println!("{:<40} {:>12} {:>12}", "rounds seen", mr.len(), pr.len());
+    if let (Some(mb), Some(pb)) = (minos.1, peer.1) {
+        row(
+            "rules' CPU (% of one core)",
+            minos.0.server_cpu - mb.server_cpu,
+            peer.0.server_cpu - pb.server_cpu,
+            "%",
+        );
+        row(
+            "ingest alone CPU (% of one core)",
+            mb.server_cpu,
+            pb.server_cpu,
+            "%",
+        );
+    }
+    row(
+        "server CPU with rules (% of one core)",
+        minos.0.server_cpu,
+        peer.0.server_cpu,
+        "%",
+    );
+    row(
+        "RSS at window end, with rules",
+        minos.0.rss_mb,
+        peer.0.rss_mb,
+        "MB",
+    );
+    if let (Some(mb), Some(pb)) = (minos.1, peer.1) {
+        row(
+            "RSS at window end, ingest alone",
+            mb.rss_mb,
+            pb.rss_mb,
+            "MB",
+        );
+    }
+    row(
+        "GET /api/v1/rules size",
+        minos.0.rules_bytes as f64 / 1e6,
+        peer.0.rules_bytes as f64 / 1e6,
+        "MB",
+    );
+    let active = |r: &Report| r.views.iter().map(|v| v.pending + v.firing).sum::<usize>();
+    println!(
+        "{:<40} {:>12} {:>12}",
+        "active alerts at window end",
+        active(minos.0),
+        active(peer.0)
+    );
+}
+
 /// The rule evaluation lines; returns whether evaluation was clean.
 fn print_rules(
     r: &Report,
@@ -1126,16 +1711,8 @@ fn print_rules(
         per_group.entry(&e.group).or_default().push(e);
     }
     let unobserved: f64 = r.evals.iter().map(|e| (e.count - 1.0).max(0.0)).sum();
-    let rounds = if per_group.len() == sizes.len() {
-        per_group.values().map(Vec::len).min().unwrap_or(0)
-    } else {
-        0
-    };
-    let round_sums = sorted(
-        (0..rounds)
-            .map(|k| per_group.values().map(|v| v[k].duration).sum::<f64>())
-            .collect(),
-    );
+    let round_sums = round_sums(r, sizes);
+    let rounds = round_sums.len();
     let busy: f64 = r.evals.iter().map(|e| e.duration).sum();
     println!(
         "evaluation       per round (sum over the {} groups of their evaluation's duration): p50 {:.1} ms, max {:.1} ms, min {:.1} ms over {rounds} rounds",
@@ -1178,8 +1755,9 @@ fn print_rules(
     let expected = cli.rules as f64 * r.window_secs / cli.interval.as_secs_f64();
     let failures = c1.failures - c0.failures;
     let missed = c1.missed - c0.missed;
+    let prefix = r.system.rule_metrics().prefix;
     println!(
-        "/metrics         minos_rule_evaluations_total +{evals} ({expected:.0} expected), minos_rule_evaluation_failures_total +{failures}, minos_rule_group_iterations_missed_total +{missed} (total {} / {})",
+        "/metrics         {prefix}evaluations_total +{evals} ({expected:.0} expected), {prefix}evaluation_failures_total +{failures}, {prefix}group_iterations_missed_total +{missed} (total {} / {})",
         c1.failures, c1.missed
     );
     if let Some(b) = baseline {
@@ -1204,7 +1782,8 @@ fn print_rules(
         r.api_alerts
     );
     println!(
-        "                 GET took {:.0} ms and {:.0} ms of server CPU; sum of the groups' evaluationTime {:.1} ms",
+        "                 GET ({} bytes) took {:.0} ms and {:.0} ms of server CPU; sum of the groups' evaluationTime {:.1} ms",
+        r.rules_bytes,
         r.rules_get.0,
         r.rules_get.1,
         ms(r.group_times.values().sum::<f64>())
