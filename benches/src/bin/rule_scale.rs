@@ -1441,30 +1441,11 @@ fn print_common(r: &Report, cli: &Cli) -> bool {
     };
     println!();
     println!("[{label}: {:.1} s window]", r.window_secs);
-    if r.system == System::Prometheus {
-        return print_scrapes(r, cli);
-    }
-    let failed = r.pushes.iter().filter(|p| !p.ok).count();
-    let lat = sorted(
-        r.pushes
-            .iter()
-            .map(|p| p.latency.as_secs_f64() * 1000.0)
-            .collect(),
-    );
-    let render = sorted(
-        r.pushes
-            .iter()
-            .map(|p| p.render.as_secs_f64() * 1000.0)
-            .collect(),
-    );
-    println!(
-        "pushes           {} in the window ({} series each), {failed} failed; answered in p50 {:.1} ms, max {:.1} ms; body built in p50 {:.2} ms",
-        r.pushes.len(),
-        cli.series,
-        percentile(&lat, 0.5),
-        percentile(&lat, 1.0),
-        percentile(&render, 0.5)
-    );
+    let feed_ok = if r.system == System::Prometheus {
+        print_scrapes(r, cli)
+    } else {
+        print_pushes(r, cli)
+    };
     if let Some(e) = &r.push_error {
         println!("                 first failure: {e}");
     }
@@ -1477,8 +1458,13 @@ fn print_common(r: &Report, cli: &Cli) -> bool {
         r.server_cpu, r.rss_mb, r.hwm_mb, r.idle_rss_mb
     );
     let feeder_cpu: f64 = r.pushes.iter().map(|p| p.cpu.as_secs_f64()).sum();
+    let (what, rest) = if r.system == System::Prometheus {
+        ("building the bodies", "answering scrapes and reading")
+    } else {
+        ("the feeder thread", "reading")
+    };
     println!(
-        "bench process    CPU {:.3} % of one core; the feeder thread {:.1} ms CPU a push ({:.3} % of one core), the rest is reading /metrics every {:?}",
+        "bench process    CPU {:.3} % of one core; {what} {:.1} ms CPU a step ({:.3} % of one core); the rest is {rest} /metrics every {:?}",
         r.bench_cpu,
         feeder_cpu * 1000.0 / r.pushes.len().max(1) as f64,
         feeder_cpu / r.window_secs * 100.0,
@@ -1508,11 +1494,38 @@ fn print_common(r: &Report, cli: &Cli) -> bool {
     for l in lines {
         println!("                 {l}");
     }
-    failed == 0 && r.push_error.is_none() && !r.pushes.is_empty()
+    feed_ok && r.push_error.is_none()
 }
 
-/// [`print_common`]'s lines for a run whose feed was scraped; returns whether every
-/// step of the feed was scraped once.
+/// The feed's line for a run whose feed was pushed; returns whether every push
+/// succeeded.
+fn print_pushes(r: &Report, cli: &Cli) -> bool {
+    let failed = r.pushes.iter().filter(|p| !p.ok).count();
+    let lat = sorted(
+        r.pushes
+            .iter()
+            .map(|p| p.latency.as_secs_f64() * 1000.0)
+            .collect(),
+    );
+    let render = sorted(
+        r.pushes
+            .iter()
+            .map(|p| p.render.as_secs_f64() * 1000.0)
+            .collect(),
+    );
+    println!(
+        "pushes           {} in the window ({} series each), {failed} failed; answered in p50 {:.1} ms, max {:.1} ms; body built in p50 {:.2} ms",
+        r.pushes.len(),
+        cli.series,
+        percentile(&lat, 0.5),
+        percentile(&lat, 1.0),
+        percentile(&render, 0.5)
+    );
+    failed == 0 && !r.pushes.is_empty()
+}
+
+/// The feed's line for a run whose feed was scraped; returns whether every step of
+/// the feed was scraped once.
 fn print_scrapes(r: &Report, cli: &Cli) -> bool {
     let answer = sorted(
         r.scrapes
@@ -1542,50 +1555,7 @@ fn print_scrapes(r: &Report, cli: &Cli) -> bool {
         percentile(&answer, 1.0),
         percentile(&render, 0.5)
     );
-    if let Some(e) = &r.push_error {
-        println!("                 first failure: {e}");
-    }
-    println!(
-        "ingest           {:.0} samples/s appended; {} head series, {} blocks at window end",
-        r.appended_per_sec, r.head_series, r.blocks
-    );
-    println!(
-        "server           CPU {:.2} % of one core; RSS {:.0} MB at window end (peak {:.0} MB, {:.0} MB at start)",
-        r.server_cpu, r.rss_mb, r.hwm_mb, r.idle_rss_mb
-    );
-    let feeder_cpu: f64 = r.pushes.iter().map(|p| p.cpu.as_secs_f64()).sum();
-    println!(
-        "bench process    CPU {:.3} % of one core; building the bodies {:.1} ms CPU a step ({:.3} % of one core); the rest is answering scrapes and reading /metrics every {:?}",
-        r.bench_cpu,
-        feeder_cpu * 1000.0 / r.pushes.len().max(1) as f64,
-        feeder_cpu / r.window_secs * 100.0,
-        cli.poll
-    );
-    let gets = sorted(r.metrics_gets.clone());
-    println!(
-        "                 one GET /metrics costs the server {:.1} ms CPU ({:.2} % of one core at one every {:?}); answered in p50 {:.1} ms, max {:.1} ms",
-        r.metrics_get_cpu_ms,
-        r.metrics_get_cpu_ms / 10.0 / cli.poll.as_secs_f64(),
-        cli.poll,
-        percentile(&gets, 0.5),
-        percentile(&gets, 1.0)
-    );
-    if let Some(m) = &r.machine {
-        println!("machine          {m}");
-    }
-    let (warn, error, lines) = &r.log;
-    println!(
-        "server log       {warn} WARN, {error} ERROR lines; stopped {}",
-        if r.clean_stop {
-            "cleanly on SIGTERM"
-        } else {
-            "by SIGKILL"
-        }
-    );
-    for l in lines {
-        println!("                 {l}");
-    }
-    r.push_error.is_none() && !r.scrapes.is_empty() && skipped == 0
+    !r.scrapes.is_empty() && skipped == 0
 }
 
 /// Per round (the k-th evaluation of every group in the window), the sum over groups of
