@@ -284,26 +284,10 @@ fn clip_middle(s: &str, n: usize) -> String {
     out
 }
 
-/// A time argument in ms: `now`, relative to now (`+2h`, `now+2h`, `-1h`, `now-1h`),
-/// RFC 3339 or Unix seconds.
+/// A time argument in ms: `now`, relative to now (`+2h`, `now-1h`), RFC 3339 or Unix
+/// seconds (the query commands' parser).
 fn when_ms(s: &str, now: i64, flag: &str) -> Result<i64> {
-    let s = s.trim();
-    let rel = s.strip_prefix("now").unwrap_or(s);
-    if rel.is_empty() {
-        return Ok(now);
-    }
-    if let Some(d) = rel.strip_prefix('-').or_else(|| rel.strip_prefix('+'))
-        && d.starts_with(|c: char| c.is_ascii_digit())
-        && d.ends_with(|c: char| c.is_ascii_alphabetic())
-    {
-        let ms = web::parse_duration(d).map_err(|e| anyhow!("--{flag}: {e}"))?;
-        return Ok(if rel.starts_with('-') {
-            now.saturating_sub(ms)
-        } else {
-            now.saturating_add(ms)
-        });
-    }
-    web::params::parse_time(s).map_err(|e| anyhow!("--{flag}: {e}"))
+    crate::query::time_arg(s, now, flag)
 }
 
 /// Labels as `k=v,k=v`, leaving out `alertname`.

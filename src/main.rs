@@ -926,7 +926,7 @@ mod query {
 
     /// A time argument in ms: `now`, relative to now (`-1h`, `now-1h`, `now+5m`),
     /// RFC 3339 or Unix seconds.
-    fn time_arg(s: &str, now: i64, what: &str) -> Result<i64> {
+    pub(crate) fn time_arg(s: &str, now: i64, what: &str) -> Result<i64> {
         let s = s.trim();
         let rel = s.strip_prefix("now").unwrap_or(s);
         if rel.is_empty() {
