@@ -333,6 +333,21 @@ fn held_state(a: &Value) -> String {
     if a["inhibited_by"].as_array().is_some_and(|v| !v.is_empty()) {
         s.push_str(", inhibited");
     }
+    if let Some(by) = a["muted_by"].as_array().filter(|v| !v.is_empty()) {
+        let names: Vec<&str> = by.iter().map(text).collect();
+        let receivers: Vec<&str> = a["muted_receivers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(text)
+            .collect();
+        let _ = write!(
+            s,
+            ", muted by {} for {}",
+            names.join("+"),
+            receivers.join("+")
+        );
+    }
     if a["acked"].is_object() {
         let _ = write!(s, ", acked by {}", text(&a["acked"]["by"]));
     }
@@ -968,7 +983,8 @@ mod tests {
             json!({"fingerprint": "00000000000000bb", "state": "resolved",
                    "labels": {"alertname": "B"}, "annotations": {},
                    "starts_at": "2023-11-14T22:13:20Z",
-                   "silenced_by": [], "inhibited_by": ["00000000000000aa"], "acked": null}),
+                   "silenced_by": [], "inhibited_by": ["00000000000000aa"], "acked": null,
+                   "muted_by": ["night", "weekend"], "muted_receivers": ["devs"]}),
         ];
         let pending = vec![json!({"labels": {"alertname": "C", "job": "j"},
                                   "annotations": {"summary": "soon"}, "state": "pending",
@@ -1001,7 +1017,7 @@ mod tests {
                 ],
                 vec![
                     "00000000000000bb",
-                    "resolved, inhibited",
+                    "resolved, inhibited, muted by night+weekend for devs",
                     "B",
                     "-",
                     "2023-11-14T22:13:20Z",

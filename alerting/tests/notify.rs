@@ -1220,6 +1220,49 @@ inhibit_rules:
         n.shutdown().await;
     }
 
+    /// A route muted by a time interval sends nothing while its sibling sends, and the
+    /// alert shows which intervals mute which receivers (Alertmanager's `mutedBy`).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_time_muted_route_is_shown_on_the_alert() {
+        let dir = tempfile::tempdir().unwrap();
+        let (hook, addr) = Hook::start().await;
+        let routes = r#"  routes:
+    - receiver: db
+      matchers: ['alertname="Backup"']
+      mute_time_intervals: [always]
+      continue: true
+    - receiver: boss
+      matchers: ['alertname="Backup"']
+      active_time_intervals: [never]
+      continue: true
+    - receiver: team
+      matchers: ['alertname="Backup"']
+      mute_time_intervals: [never]"#;
+        let tail = r#"time_intervals:
+  - name: always
+    time_intervals: [{}]
+  - name: never
+    time_intervals: [{years: ['2000']}]"#;
+        let n = start(
+            &dir.path().join("n.db"),
+            &webhook_config(addr, routes, tail),
+        )
+        .await;
+        let a = [("alertname", "Backup"), ("instance", "nas-1")];
+        n.put(vec![firing(&a)]).await.unwrap();
+        eventually("the unmuted route's notification", || async {
+            hook.count("/team") == 1
+        })
+        .await;
+        let view = n.alert(alerting::notify::fingerprint(&labels(&a))).unwrap();
+        assert_eq!(view.receivers, ["db", "boss", "team"]);
+        assert_eq!(view.muted_by, ["always", "never"]);
+        assert_eq!(view.muted_receivers, ["db", "boss"]);
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!((hook.count("/db"), hook.count("/boss")), (0, 0), "muted");
+        n.shutdown().await;
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_silence_mutes_until_it_is_expired() {
         let dir = tempfile::tempdir().unwrap();

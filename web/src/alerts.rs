@@ -143,6 +143,8 @@ fn alert_json(a: &notify::AlertView) -> Value {
         "inhibited_by": a.inhibited_by.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "acked": a.acked.as_ref().map(ack_json),
         "receivers": a.receivers,
+        "muted_by": a.muted_by,
+        "muted_receivers": a.muted_receivers,
         "notified_at": a.notified_at.map(format_rfc3339),
     })
 }

@@ -22,7 +22,7 @@ use crate::notify::config::Config;
 use crate::notify::deliver::Outbox;
 use crate::notify::integrations::Kind;
 use crate::notify::matcher::{Matcher, all_match, format_matchers, parse_matchers};
-use crate::notify::route::{group_key, group_labels, match_routes};
+use crate::notify::route::{group_key, group_labels, match_routes, time_muted_by};
 use crate::notify::store::{self, AckRow, AlertRecord, Batch, HistoryRow, SilenceRow, State};
 use crate::notify::{Alert, Error, Fingerprint, Labels, lock, ms, now_ms};
 
@@ -99,6 +99,12 @@ pub struct AlertView {
     pub acked: Option<Ack>,
     /// The receivers of the routes it lands on.
     pub receivers: Vec<String>,
+    /// The time intervals that keep some of those routes from sending now (a route's
+    /// `mute_time_intervals` holding now, or all its `active_time_intervals` when none
+    /// does), sorted: Alertmanager's `mutedBy`.
+    pub muted_by: Vec<String>,
+    /// The receivers of the routes those intervals mute now.
+    pub muted_receivers: Vec<String>,
     /// When it was first notified in this firing episode.
     pub notified_at: Option<i64>,
 }
@@ -999,10 +1005,18 @@ fn view(
     now: i64,
 ) -> AlertView {
     let cfg = &st.config;
-    let mut receivers: Vec<String> = match_routes(cfg, &a.labels)
-        .into_iter()
-        .map(|i| cfg.routes()[i].receiver.clone())
-        .collect();
+    let mut receivers: Vec<String> = Vec::new();
+    let mut muted_by = BTreeSet::new();
+    let mut muted_receivers: Vec<String> = Vec::new();
+    for i in match_routes(cfg, &a.labels) {
+        let route = &cfg.routes()[i];
+        let by = time_muted_by(cfg, route, now);
+        if !by.is_empty() && !muted_receivers.contains(&route.receiver) {
+            muted_receivers.push(route.receiver.clone());
+        }
+        muted_by.extend(by.into_iter().map(str::to_string));
+        receivers.push(route.receiver.clone());
+    }
     receivers.dedup();
     AlertView {
         fingerprint: a.fingerprint,
@@ -1029,6 +1043,8 @@ fn view(
             .unwrap_or_default(),
         acked: st.active_ack(a.fingerprint, now).map(Ack::from_row),
         receivers,
+        muted_by: muted_by.into_iter().collect(),
+        muted_receivers,
         notified_at: a.notified_at,
     }
 }
