@@ -17,6 +17,7 @@
 //! - `functions`: the function library (range-vector and instant-vector functions).
 //! - `labels`: label-set helpers (grouping keys, matching signatures, name dropping).
 //! - `duration`: Prometheus duration strings.
+//! - [`notation`]: the series notation of Prometheus' test scripts.
 
 mod aggregate;
 mod binary;
@@ -25,6 +26,7 @@ mod durexpr;
 mod eval;
 mod functions;
 mod labels;
+pub mod notation;
 
 use std::time::Duration;
 

@@ -56,70 +56,6 @@ fn parse_time(s: &str) -> Result<i64, String> {
     promql::parse_duration_ms(s).map_err(|e| format!("bad time {s:?}: {e}"))
 }
 
-fn parse_number(s: &str) -> Result<f64, String> {
-    match s {
-        "Inf" | "+Inf" | "inf" | "+inf" => Ok(f64::INFINITY),
-        "-Inf" | "-inf" => Ok(f64::NEG_INFINITY),
-        "NaN" | "nan" => Ok(f64::NAN),
-        _ => {
-            if let Some(h) = s.strip_prefix("0x") {
-                return i64::from_str_radix(h, 16)
-                    .map(|v| v as f64)
-                    .map_err(|e| format!("{s}: {e}"));
-            }
-            s.parse::<f64>()
-                .map_err(|e| format!("bad number {s:?}: {e}"))
-        }
-    }
-}
-
-/// Expands one token of series notation (`1`, `_`, `stale`, `1+2x3`, `-2-1x4`, `_x3`).
-fn expand(tok: &str, out: &mut Vec<Option<f64>>) -> Result<(), String> {
-    let stale = f64::from_bits(tsdb::STALE_NAN_BITS);
-    if let Some((head, n)) = tok.rsplit_once('x')
-        && let Ok(n) = n.parse::<usize>()
-    {
-        if head == "_" {
-            out.extend(std::iter::repeat_n(None, n));
-            return Ok(());
-        }
-        if head == "stale" {
-            out.extend(std::iter::repeat_n(Some(stale), n));
-            return Ok(());
-        }
-        let b = head.as_bytes();
-        let mut split = None;
-        for i in 1..b.len() {
-            if (b[i] == b'+' || b[i] == b'-') && !matches!(b[i - 1], b'e' | b'E') {
-                split = Some(i);
-            }
-        }
-        let (start, step) = match split {
-            Some(i) => {
-                let st = parse_number(&head[i + 1..])?;
-                (
-                    parse_number(&head[..i])?,
-                    if b[i] == b'-' { -st } else { st },
-                )
-            }
-            None => (parse_number(head)?, 0.0),
-        };
-        let mut v = start;
-        out.push(Some(v));
-        for _ in 0..n {
-            v += step;
-            out.push(Some(v));
-        }
-        return Ok(());
-    }
-    match tok {
-        "_" => out.push(None),
-        "stale" => out.push(Some(stale)),
-        _ => out.push(Some(parse_number(tok)?)),
-    }
-    Ok(())
-}
-
 /// Splits `metric{a="b"} 1 2 3` into the series part and the values part.
 fn split_series(line: &str) -> (&str, &str) {
     let b = line.as_bytes();
@@ -151,36 +87,15 @@ fn split_series(line: &str) -> (&str, &str) {
     (line, "")
 }
 
-fn parse_labels(s: &str) -> Result<Labels, String> {
-    use promql_parser::parser::Expr;
-    let e = if s.starts_with('{') && s.trim() == "{}" {
-        return Ok(Labels::default());
-    } else {
-        promql_parser::parser::parse(s).map_err(|e| format!("bad series {s:?}: {e}"))?
-    };
-    let Expr::VectorSelector(vs) = e else {
-        return Err(format!("bad series {s:?}"));
-    };
-    let mut pairs: Vec<(String, String)> = Vec::new();
-    if let Some(n) = vs.name {
-        pairs.push(("__name__".into(), n));
-    }
-    for m in vs.matchers.matchers {
-        pairs.push((m.name, m.value));
-    }
-    Labels::from_pairs(pairs).map_err(|e| format!("bad series {s:?}: {e}"))
-}
-
 fn parse_series_line(line: &str) -> Result<SeriesDef, String> {
     let (series, vals) = split_series(line.trim());
-    let labels = parse_labels(series)?;
-    let mut values = Vec::new();
+    let labels = promql::notation::parse_metric(series)?;
     let histogram = vals.contains("{{");
-    if !histogram {
-        for tok in vals.split_whitespace() {
-            expand(tok, &mut values)?;
-        }
-    }
+    let values = if histogram {
+        Vec::new()
+    } else {
+        promql::notation::parse_values(vals)?
+    };
     Ok(SeriesDef {
         labels,
         values,
@@ -309,7 +224,7 @@ fn parse_file(text: &str) -> Result<Vec<Cmd>, String> {
                     ev.fail_regex = Some(m.to_string());
                 } else if t.starts_with('"') {
                     ev.string = Some(t.trim_matches('"').to_string());
-                } else if let Ok(v) = parse_number(t) {
+                } else if let Ok(v) = promql::notation::parse_number(t) {
                     ev.scalar = Some(v);
                 } else {
                     let s = parse_series_line(t)?;
