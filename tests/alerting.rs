@@ -780,3 +780,200 @@ fn the_rules_alerts_and_silence_commands_work_as_a_user_runs_them() {
     let (code, _, err) = cli(&s, &admin, &["alerts", "ack", "ffffffffffffffff"]);
     assert_eq!(code, 2, "{err}");
 }
+
+/// Runs Debian's amtool against `s` with the HTTP client configuration `token_file`;
+/// answers whether it succeeded and its output (with its errors when it failed).
+fn amtool(s: &Server, token_file: &Path, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new("/usr/bin/amtool")
+        .arg(format!("--alertmanager.url={}", s.url("")))
+        .arg(format!("--http.config.file={}", token_file.display()))
+        .args(args)
+        .output()
+        .expect("amtool (Debian: prometheus-alertmanager)");
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        text += &String::from_utf8_lossy(&out.stderr);
+    }
+    (out.status.success(), text)
+}
+
+/// The Alertmanager API of the notifier, used by the tools made for Alertmanager: a real
+/// Prometheus sends its alerts to Minos as to an Alertmanager, they are delivered, and
+/// amtool lists them, silences them, shows the silence and expires it.
+#[test]
+fn prometheus_and_amtool_use_minos_as_their_alertmanager() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hook = Hook::start(0);
+    let config = dir.path().join("alerting.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "route:\n  receiver: ops\n  group_by: [alertname]\n  group_wait: 100ms\n  \
+             group_interval: 300ms\n  repeat_interval: 1h\nreceivers:\n  - name: ops\n    \
+             webhook_configs:\n      - url: {}\n",
+            hook.url
+        ),
+    )
+    .expect("config");
+    let cf = config.to_str().expect("path").to_string();
+    let (s, admin, _) = started(dir.path(), &["--alerting.config", &cf]);
+    let http_config = dir.path().join("http.yml");
+    std::fs::write(
+        &http_config,
+        format!("authorization:\n  type: Bearer\n  credentials: {admin}\n"),
+    )
+    .expect("http config");
+
+    // A real Prometheus, whose Alertmanager is Minos.
+    let prom_dir = dir.path().join("prometheus");
+    std::fs::create_dir_all(&prom_dir).expect("dir");
+    std::fs::write(
+        prom_dir.join("rules.yml"),
+        "groups:\n  - name: p\n    interval: 1s\n    rules:\n      - alert: FromPrometheus\n        \
+         expr: vector(1)\n        labels: {severity: page, team: db}\n        \
+         annotations: {summary: sent by Prometheus}\n",
+    )
+    .expect("rules");
+    let target = s
+        .url("")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    std::fs::write(
+        prom_dir.join("prometheus.yml"),
+        format!(
+            "global:\n  evaluation_interval: 1s\nrule_files: [rules.yml]\nalerting:\n  \
+             alertmanagers:\n    - api_version: v2\n      authorization:\n        \
+             credentials: {admin}\n      static_configs:\n        - targets: ['{target}']\n"
+        ),
+    )
+    .expect("prometheus config");
+    let _prom = Child(
+        std::process::Command::new("/usr/bin/prometheus")
+            .current_dir(&prom_dir)
+            .arg(format!(
+                "--config.file={}",
+                prom_dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                prom_dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{}", free_port()))
+            // Its first send comes before it knows its Alertmanager: resend soon.
+            .arg("--rules.alert.resend-delay=1s")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(prom_dir.join("log")).expect("log"))
+            .spawn()
+            .expect("prometheus (Debian: prometheus)"),
+    );
+
+    // Delivered to the receiver, listed by amtool.
+    eventually("Prometheus' alert at the webhook", || {
+        hook.received()
+            .into_iter()
+            .find(|b| b["alerts"][0]["labels"]["alertname"] == "FromPrometheus")
+            .ok_or_else(|| {
+                std::fs::read_to_string(prom_dir.join("log"))
+                    .unwrap_or_default()
+                    .lines()
+                    .filter(|l| l.contains("level=error") || l.contains("level=warn"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+    });
+    let (ok, text) = amtool(&s, &http_config, &["alert", "query"]);
+    assert!(ok && text.contains("FromPrometheus"), "{text}");
+    assert!(text.contains("sent by Prometheus"), "{text}");
+    let (ok, text) = amtool(
+        &s,
+        &http_config,
+        &["-o", "json", "alert", "query", "team=db"],
+    );
+    assert!(ok, "{text}");
+    let listed: Value = serde_json::from_str(&text).expect("json");
+    assert_eq!(listed[0]["status"]["state"], "active", "{listed}");
+    assert_eq!(listed[0]["receivers"][0]["name"], "ops", "{listed}");
+    let (ok, text) = amtool(&s, &http_config, &["alert", "query", "team=web"]);
+    assert!(ok && !text.contains("FromPrometheus"), "{text}");
+
+    // A silence made with amtool mutes it.
+    let (ok, text) = amtool(
+        &s,
+        &http_config,
+        &[
+            "silence",
+            "add",
+            "alertname=FromPrometheus",
+            "severity=~pa.e",
+            "--author=alice",
+            "--comment=planned maintenance",
+            "--duration=1h",
+        ],
+    );
+    assert!(ok, "{text}");
+    let id = text.trim().to_string();
+    let (ok, text) = amtool(&s, &http_config, &["silence", "query"]);
+    assert!(ok && text.contains(&id) && text.contains("alice"), "{text}");
+    assert!(text.contains("planned maintenance"), "{text}");
+    let (ok, text) = amtool(
+        &s,
+        &http_config,
+        &["-o", "json", "alert", "query", "--silenced"],
+    );
+    assert!(ok, "{text}");
+    let listed: Value = serde_json::from_str(&text).expect("json");
+    assert_eq!(listed[0]["status"]["state"], "suppressed", "{listed}");
+    assert_eq!(
+        listed[0]["status"]["silencedBy"][0],
+        id.as_str(),
+        "{listed}"
+    );
+    let (ok, text) = amtool(&s, &http_config, &["alert", "query"]);
+    assert!(
+        ok && !text.contains("FromPrometheus"),
+        "silenced alerts are hidden: {text}"
+    );
+    let (code, v) = call(&s, "/api/ops/v1/silences", Some(&admin));
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["data"]["silences"][0]["created_by"], "alice", "{v}");
+
+    // Expired with amtool: the alert is active again.
+    let (ok, text) = amtool(&s, &http_config, &["silence", "expire", &id]);
+    assert!(ok, "{text}");
+    let (ok, text) = amtool(&s, &http_config, &["silence", "query"]);
+    assert!(ok && !text.contains(&id), "{text}");
+    let (ok, text) = amtool(&s, &http_config, &["silence", "query", "--expired"]);
+    assert!(ok && text.contains(&id), "{text}");
+    let (ok, text) = amtool(&s, &http_config, &["alert", "query"]);
+    assert!(ok && text.contains("FromPrometheus"), "{text}");
+
+    // Bad input is refused with Alertmanager's error shape; no token, no access.
+    let c = crate::util::client();
+    let r = c
+        .post(s.url("/api/v2/silences"))
+        .bearer_auth(&admin)
+        .body(r#"{"matchers": [], "endsAt": "2099-01-01T00:00:00Z", "comment": "x"}"#)
+        .send()
+        .expect("post");
+    assert_eq!(r.status().as_u16(), 400);
+    let msg: Value = r.json().expect("json");
+    assert!(msg.as_str().is_some_and(|m| m.contains("matcher")), "{msg}");
+    let r = c
+        .post(s.url("/api/v2/alerts"))
+        .bearer_auth(&admin)
+        .body(r#"[{"labels": {}}, {"labels": {"alertname": "Ok"}, "startsAt": "yesterday"}]"#)
+        .send()
+        .expect("post");
+    assert_eq!(r.status().as_u16(), 400);
+    let msg: Value = r.json().expect("json");
+    assert!(
+        msg.as_str()
+            .is_some_and(|m| m.contains("alert 0") && m.contains("alert 1")),
+        "{msg}"
+    );
+    let r = c.get(s.url("/api/v2/alerts")).send().expect("get");
+    assert_eq!(r.status().as_u16(), 401);
+    let (ok, text) = amtool(&s, &http_config, &["silence", "expire", "no-such-silence"]);
+    assert!(!ok, "{text}");
+}

@@ -22,6 +22,7 @@
 
 pub mod agentapi;
 pub mod alerts;
+pub mod amapi;
 pub mod api;
 pub mod channel;
 pub mod export;
@@ -308,6 +309,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             post(agentapi::write).layer(axum::extract::DefaultBodyLimit::max(body_limit)),
         )
         .nest("/api/ops/v1", ops_router(state.clone()))
+        .merge(alertmanager_router(state.clone()))
         .layer(axum::extract::DefaultBodyLimit::max(16 << 20))
         .with_state(state)
 }
@@ -367,6 +369,30 @@ fn ops_router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .layer(axum::extract::DefaultBodyLimit::max(
             inventory::import::MAX_BYTES,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            state,
+            opsapi::require_token,
+        ))
+}
+
+/// Alertmanager's API (`/api/v2/...`) over the notifier, every route behind a token.
+fn alertmanager_router(state: Arc<AppState>) -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/api/v2/status", get(amapi::status))
+        .route("/api/v2/receivers", get(amapi::receivers))
+        .route(
+            "/api/v2/alerts",
+            get(amapi::alerts).post(amapi::post_alerts),
+        )
+        .route("/api/v2/alerts/groups", get(amapi::alert_groups))
+        .route(
+            "/api/v2/silences",
+            get(amapi::silences).post(amapi::post_silence),
+        )
+        .route(
+            "/api/v2/silence/{id}",
+            get(amapi::silence).delete(amapi::delete_silence),
+        )
         .layer(axum::middleware::from_fn_with_state(
             state,
             opsapi::require_token,

@@ -56,8 +56,9 @@ pub use config::{Config, ConfigError};
 pub use matcher::{MatchOp, Matcher, MatcherError, format_matchers, parse_matchers};
 pub use message::{AlertStatus as NotifiedStatus, Notification, NotifiedAlert};
 pub use notifier::{
-    Ack, AlertState, AlertView, HistoryEntry, HistoryFilter, IntegrationCounters, LogEntry,
-    LogFilter, MetricsSnapshot, NewSilence, Notifier, Options, PutResult, Silence, SilenceState,
+    Ack, AlertGroup, AlertState, AlertView, HistoryEntry, HistoryFilter, IntegrationCounters,
+    LogEntry, LogFilter, MetricsSnapshot, NewSilence, Notifier, Options, PutResult, Silence,
+    SilenceState,
 };
 pub use time::format_rfc3339;
 pub use timeinterval::TimeInterval;

@@ -109,6 +109,16 @@ pub struct AlertView {
     pub notified_at: Option<i64>,
 }
 
+/// A dispatch group with its firing alerts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertGroup {
+    /// The group's labels (the route's `group_by` labels of its alerts).
+    pub labels: Labels,
+    /// The receiver of the group's route.
+    pub receiver: String,
+    pub alerts: Vec<AlertView>,
+}
+
 /// Whether a silence mutes now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SilenceState {
@@ -573,6 +583,38 @@ impl Notifier {
         out
     }
 
+    /// The dispatch groups holding firing alerts that match `matchers`, each with
+    /// those alerts (Alertmanager's alert groups), by route then group labels.
+    pub fn groups(&self, matchers: &[Matcher]) -> Vec<AlertGroup> {
+        let now = now_ms();
+        let st = lock(&self.state);
+        let mutes = crate::notify::dispatch::mutes(&st, now);
+        let routes = st.config.routes();
+        let mut out: Vec<AlertGroup> = Vec::new();
+        for g in st.groups.values() {
+            let mut alerts: Vec<AlertView> = g
+                .alerts
+                .iter()
+                .filter_map(|f| st.alerts.get(f))
+                .filter(|a| !a.resolved_at(now) && all_match(matchers, &a.labels))
+                .map(|a| view(&st, &mutes, a, now))
+                .collect();
+            if alerts.is_empty() {
+                continue;
+            }
+            alerts.sort_by_key(|a| (a.starts_at, a.fingerprint));
+            out.push(AlertGroup {
+                labels: g.labels.clone(),
+                receiver: routes
+                    .get(g.route)
+                    .map(|r| r.receiver.clone())
+                    .unwrap_or_default(),
+                alerts,
+            });
+        }
+        out
+    }
+
     /// One alert by fingerprint.
     pub fn alert(&self, f: Fingerprint) -> Option<AlertView> {
         let now = now_ms();
@@ -595,10 +637,10 @@ impl Notifier {
         lock(&self.state).silences.get(id).cloned()
     }
 
-    /// Creates a silence and returns its id. Refused: no matcher, only matchers that
-    /// match everything (an empty value), an end not after the start or in the past,
-    /// an empty author or comment.
-    pub async fn add_silence(&self, s: NewSilence) -> Result<String, Error> {
+    /// Checks a silence to create: refused without a matcher, with only matchers that
+    /// match everything (an empty value), with an end not after the start or in the
+    /// past, or without an author or a comment.
+    pub fn check_silence(&self, s: &NewSilence) -> Result<(), Error> {
         let now = now_ms();
         if s.matchers.is_empty() {
             return Err(Error::Invalid(
@@ -627,6 +669,15 @@ impl Notifier {
         if s.comment.trim().is_empty() {
             return Err(Error::Invalid("silence: a comment is required".into()));
         }
+        Ok(())
+    }
+
+    /// Creates a silence and returns its id; refused as [`Notifier::check_silence`]
+    /// says.
+    pub async fn add_silence(&self, s: NewSilence) -> Result<String, Error> {
+        self.check_silence(&s)?;
+        let now = now_ms();
+        let starts_at = if s.starts_at == 0 { now } else { s.starts_at };
         let id = new_id();
         let row = SilenceRow {
             id: id.clone(),
