@@ -48,11 +48,17 @@
 //! title, an email subject) with Alertmanager's functions instead of
 //! Prometheus': `toUpper`, `toLower`, `title`, `trimSpace`, `join`,
 //! `match`, `safeHtml`, `safeUrl`, `urlUnescape`, `reReplaceAll`,
-//! `stringSlice`, `date`, `tz`, `since`, `humanizeDuration` and Go's
-//! builtins. [`Template::execute_notification`] runs it on a
-//! [`NotificationData`], Alertmanager's `template.Data`: `.Receiver`,
-//! `.Status`, `.Alerts` (with `.Firing` and `.Resolved`), `.GroupLabels`,
-//! `.CommonLabels`, `.CommonAnnotations` (`KV` maps with `.SortedPairs`,
+//! `stringSlice`, `date`, `tz`, `since`, `humanizeDuration`, `toJson`,
+//! `list`, `append`, `dict` and Go's builtins. `toJson` encodes any value as
+//! Go's `json.Marshal` does (see `json.rs`); `list a b` is a
+//! `[]interface {}`, `append (list a) b` a new one with more elements (its
+//! first argument must be such a list, as in Go), and `dict "k" v "k2" v2` a
+//! `map[string]interface {}`; `range`, `index`, `len` and `slice` work on
+//! them. Lists and maps nest at most 100 levels deep. Prometheus' rule
+//! templates have none of these four. [`Template::execute_notification`]
+//! runs it on a [`NotificationData`], Alertmanager's `template.Data`:
+//! `.Receiver`, `.Status`, `.Alerts` (with `.Firing` and `.Resolved`),
+//! `.GroupLabels`, `.CommonLabels`, `.CommonAnnotations` (`KV` maps with `.SortedPairs`,
 //! `.Names`, `.Values`, `.Remove`), `.ExternalURL`; each alert has
 //! `.Status`, `.Labels`, `.Annotations`, `.StartsAt`, `.EndsAt` (times, with
 //! Go's `time.Time` methods), `.GeneratorURL` and `.Fingerprint`. A
@@ -65,11 +71,22 @@
 //! alert, or empty) on each alert; `KV.Remove` also takes the names as
 //! separate strings (`.Remove "a" "b"`), where Go takes only a `[]string`.
 //!
+//! HTML fields (an email's `html`) escape what actions print for where they
+//! print it, after Go's `html/template`: text, attribute values and, in URL
+//! attributes such as `href` and `src`, the URL filter (`#ZgotmplZ` for a
+//! scheme other than `http`, `https` or `mailto`, unless from `safeUrl`) and
+//! percent-encoding; `safeHtml`'s values are written as they are in text.
+//! `html.rs` lists what it does not cover (JavaScript and CSS contexts).
+//!
 //! Differences from Alertmanager: `.Receiver` is the receiver's name as is
 //! (Alertmanager escapes regular expression characters in it); HTML fields
-//! escape what every action prints unless it comes from `safeHtml`, which
-//! covers HTML text but not Go's context-dependent escaping of attributes,
-//! scripts and URLs; a firing alert's `.EndsAt` is Go's zero time.
+//! follow the text actually written (Go decides each action's context from
+//! the template alone and rejects branches that end in different contexts),
+//! keep HTML comments (Go removes them) and escape actions in scripts and
+//! styles as HTML; `dict` with an odd number of arguments or a constant key
+//! that is not a string is refused when the template is parsed (Go fails when
+//! it runs); `append` always copies; a firing alert's `.EndsAt` is Go's zero
+//! time.
 //!
 //! # Layout
 //!
@@ -77,7 +94,9 @@
 //! - `parse`: items into a tree; unknown functions and undeclared variables
 //!   are rejected here.
 //! - `exec`: walks the tree over the data, within limits.
-//! - `funcs`: Go's builtins and Prometheus' functions.
+//! - `funcs`: Go's builtins, Prometheus' and Alertmanager's functions.
+//! - `html`: the contexts of HTML fields and their escaping.
+//! - `json`: `toJson`, Go's JSON encoding of template values.
 //! - `gofmt`: Go's `fmt`/`strconv` formatting (`%v`, `printf`, floats).
 //! - `value`: the values templates compute with (for both dialects), and
 //!   time formatting.
@@ -85,6 +104,8 @@
 mod exec;
 mod funcs;
 mod gofmt;
+mod html;
+mod json;
 mod lex;
 #[cfg(test)]
 mod notify_tests;

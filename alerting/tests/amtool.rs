@@ -7,10 +7,12 @@
 //! (`MINOS_REQUIRE_AMTOOL=1` makes a missing amtool a failure), and the expected
 //! outputs written here are still checked against the engine.
 //!
-//! Alertmanager 0.25 predates `date`, `tz`, `since`, `trimSpace`, `urlUnescape` and the
-//! `String` methods of `KV` and `Pairs` (so it prints a KV as `map[...]`, where newer
-//! versions and Minos print `a=1, b=2`): the cases avoid those, which the engine's unit
-//! tests cover.
+//! Alertmanager 0.25 predates `date`, `tz`, `since`, `trimSpace`, `urlUnescape`,
+//! `safeUrl`, `toJson`, `list`, `append`, `dict` and the `String` methods of `KV` and
+//! `Pairs` (so it prints a KV as `map[...]`, where newer versions and Minos print
+//! `a=1, b=2`): the cases avoid those, which the engine's unit tests cover. Its HTML
+//! fields are Go's `html/template`, so the HTML cases check the contextual escaping
+//! (attributes, URL filtering and percent-encoding) too.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -206,6 +208,46 @@ const CASES: &[(&str, bool, &str)] = &[
         r#"{{ define "own" }}<{{ . }}>{{ end }}{{ template "own" .Status }}{{ template "xc.title" . }}"#,
         false,
         "<firing>[FIRING:2] HighCPU",
+    ),
+    // HTML field, URL attributes: unsafe schemes refused, URLs percent-encoded
+    // (reserved characters too in the query), `+` escaped in text.
+    (
+        r##"<a href="{{ .ExternalURL }}/#/alerts?receiver={{ .Receiver }}&amp;q={{ "a b+c/é" }}">{{ .CommonLabels.alertname }}</a>{{ range .Alerts.Firing }} <a href='{{ .GeneratorURL }}'>{{ .Labels.instance }}</a> <a href="{{ .Annotations.runbook }}">rb</a>{{ end }} <a href="{{ "javascript:alert(1)" }}">x</a> <img src={{ "data:image/png,x" }}> <a HREF=" {{ "JavaScript:x" }}">y</a> <a href="/p/{{ "a b&c?d" }}">z</a> 1+1={{ "1+1" }}"##,
+        true,
+        r##"<a href="http://minos.example:9093/#/alerts?receiver=team-x&amp;q=a%20b%2bc%2f%c3%a9">HighCPU</a> <a href='http://prom:9090/graph?g0.expr=cpu%7Binstance%3D%22web-01:9100%22%7D'>web-01:9100</a> <a href="http://wiki/cpu?host=web%2D01">rb</a> <a href='http://prom:9090/graph?g0.expr=cpu%7Binstance%3D%22web-02:9100%22%7D'>web-02:9100</a> <a href="http://wiki/cpu?host=web%2D01">rb</a> <a href="#ZgotmplZ">x</a> <img src=#ZgotmplZ> <a HREF=" #ZgotmplZ">y</a> <a href="/p/a%20b&amp;c?d">z</a> 1+1=1&#43;1"##,
+    ),
+    // HTML field: safeHtml without its tags in an attribute, escaped in a
+    // textarea; an unquoted attribute value.
+    (
+        r##"<p title="{{ "<b>bold</b> &amp; x" | safeHtml }}" data-x={{ "a b=c" }}>{{ "<b>bold</b>" | safeHtml }}</p><textarea>{{ "<i>x</i>" | safeHtml }}</textarea><a href="/search?q={{ .CommonLabels.alertname }} {{ "é/?" }}">s</a>"##,
+        true,
+        r##"<p title="bold &amp; x" data-x=a&#32;b&#61;c><b>bold</b></p><textarea>&lt;i&gt;x&lt;/i&gt;</textarea><a href="/search?q=HighCPU %c3%a9%2f%3f">s</a>"##,
+    ),
+    // A missing value: `<no value>` in text, nothing in HTML.
+    (
+        r#"{{ define "nil" }}[{{ . }}]<a href="{{ . }}">{{ end }}{{ template "nil" }}"#,
+        true,
+        r#"[]<a href="">"#,
+    ),
+    (
+        r#"{{ define "nil" }}[{{ . }}]{{ end }}{{ template "nil" }}"#,
+        false,
+        "[<no value>]",
+    ),
+    // HTML field: a file's definition called in HTML, attribute values included.
+    (
+        r#"{{ template "xc.html" . }}"#,
+        true,
+        concat!(
+            "<table>\n",
+            r##"<tr><td title="CPU &lt;high&gt; &amp; &#34;hot&#34;"><a href="http://prom:9090/graph?g0.expr=cpu%7Binstance%3D%22web-01:9100%22%7D">web-01:9100</a></td><td class=firing>CPU &lt;high&gt; &amp; &#34;hot&#34;</td></tr>"##,
+            "\n",
+            r##"<tr><td title="CPU &lt;high&gt; &amp; &#34;hot&#34;"><a href="http://prom:9090/graph?g0.expr=cpu%7Binstance%3D%22web-02:9100%22%7D">web-02:9100</a></td><td class=firing>CPU &lt;high&gt; &amp; &#34;hot&#34;</td></tr>"##,
+            "\n",
+            r##"<tr><td title="CPU &lt;high&gt; &amp; &#34;hot&#34;"><a href="http://prom:9090/graph?g0.expr=cpu%7Binstance%3D%22db-01:9100%22%7D">db-01:9100</a></td><td class=resolved>CPU &lt;high&gt; &amp; &#34;hot&#34;</td></tr>"##,
+            "\n",
+            "</table>"
+        ),
     ),
 ];
 

@@ -573,6 +573,20 @@ mod tests {
         }
         let e = Template::parse("{{ query \"up\" }}").unwrap_err();
         assert!(e.contains("function \"query\" not defined"), "{e}");
+        // dict's arguments are checked when the config loads.
+        let e = Template::parse("{{ dict \"a\" }}").unwrap_err();
+        assert!(
+            e.contains("dict requires an even number of arguments"),
+            "{e}"
+        );
+        let e = Template::parse("{{ dict 1 2 }}").unwrap_err();
+        assert!(e.contains("dict keys must be strings"), "{e}");
+        let t = Template::parse("{{ toJson (dict \"a\" (append (list) .Status)) }}").unwrap();
+        t.check(set, true).unwrap();
+        assert_eq!(
+            t.render(&sample_data(), set, false).unwrap(),
+            r#"{"a":["firing"]}"#
+        );
     }
 
     #[test]

@@ -7,8 +7,13 @@ itself, then from a shared [`Library`] (Alertmanager's template files).
 
 Execution is bounded so that no template can hang an evaluation or exhaust
 memory or the stack: output and every string a function builds are capped
-at [`MAX_OUTPUT`] bytes, evaluation steps at [`MAX_STEPS`], `{{template}}`
-recursion at [`MAX_TEMPLATE_DEPTH`] and all nesting at [`MAX_EXEC_DEPTH`].
+at [`MAX_OUTPUT`] bytes, evaluation steps at [`MAX_STEPS`] (functions that
+copy lists or encode JSON count that work as steps), `{{template}}`
+recursion at [`MAX_TEMPLATE_DEPTH`] and all nesting at [`MAX_EXEC_DEPTH`];
+the lists and maps a template builds nest at most `MAX_VALUE_DEPTH` deep.
+
+In an HTML field, the literal text written goes through an `html::Context`,
+which escapes what actions print for where they print it.
 */
 
 use std::collections::{BTreeMap, HashMap};
@@ -16,6 +21,8 @@ use std::sync::Arc;
 
 use super::funcs::{self, Dialect, Func, Param, Sig};
 use super::gofmt;
+use super::html;
+use super::json;
 use super::parse::{Arg, Branch, List, Node, Pipe};
 use super::value::{AlertV, DataV, Dot, LabelMap, Sample, Time, Value, sorted_pairs};
 use super::{Data, QueryFn};
@@ -58,8 +65,8 @@ pub(super) struct Program<'a> {
     /// Named templates the text does not define itself.
     pub(super) lib: Option<&'a Library>,
     pub(super) dialect: Dialect,
-    /// HTML-escape what actions print (Alertmanager's HTML fields), except
-    /// `template.HTML` values.
+    /// Escape what actions print for where they print it in HTML
+    /// (Alertmanager's HTML fields), see `html.rs`.
     pub(super) html: bool,
 }
 
@@ -208,6 +215,7 @@ fn run(
         query,
         vars,
         out: String::new(),
+        html: prog.html.then_some(html::Context::TEXT),
         depth: 0,
         tmpl_depth: 0,
         steps: 0,
@@ -239,6 +247,9 @@ struct State<'a> {
     /// Variables in scope, innermost last; truncated when a scope ends.
     vars: Vec<(Arc<str>, Value)>,
     out: String,
+    /// In an HTML field, where in the HTML the output is, after the
+    /// template text written so far.
+    html: Option<html::Context>,
     depth: usize,
     tmpl_depth: usize,
     steps: u64,
@@ -247,7 +258,13 @@ struct State<'a> {
 
 impl State<'_> {
     fn step(&mut self) -> R<()> {
-        self.steps += 1;
+        self.charge(1)
+    }
+
+    /// Counts `n` steps of work (a function copying `n` elements counts
+    /// them, so that loops of such calls stay bounded).
+    fn charge(&mut self, n: u64) -> R<()> {
+        self.steps = self.steps.saturating_add(n);
         if self.steps > MAX_STEPS {
             return Err(ExecError::new(format!(
                 "execution took more than {MAX_STEPS} steps"
@@ -291,7 +308,12 @@ impl State<'_> {
     fn walk(&mut self, dot: &Value, node: &Node) -> R<Flow> {
         self.step()?;
         match node {
-            Node::Text(t) => self.write(t)?,
+            Node::Text(t) => {
+                if let Some(ctx) = &mut self.html {
+                    ctx.feed(t);
+                }
+                self.write(t)?
+            }
             Node::Action(pipe) => {
                 let v = self.eval_pipeline(dot, pipe)?;
                 if pipe.decl.is_empty() {
@@ -318,17 +340,12 @@ impl State<'_> {
     /// Go's `printValue`: how an action shows its value.
     #[inline(never)]
     fn print(&mut self, v: &Value) -> R<()> {
-        if self.prog.html {
-            let text = match v {
-                Value::Html(s) => return self.write(s),
-                Value::Str(s) => funcs::html_escape(s),
-                Value::Nil => funcs::html_escape("<no value>"),
-                other => funcs::html_escape(&gofmt::sprint_value(other)),
-            };
+        if let Some(ctx) = &mut self.html {
+            let text = ctx.escape(v);
             return self.write(&text);
         }
         match v {
-            Value::Str(s) | Value::Html(s) => self.write(s),
+            Value::Str(s) | Value::Html(s) | Value::Url(s) => self.write(s),
             Value::Nil => self.write("<no value>"),
             // Go prints what a pointer points to.
             Value::Sample(_) => {
@@ -406,6 +423,13 @@ impl State<'_> {
             Value::Map(m) => {
                 for (k, v) in m.iter() {
                     if !each(self, Value::str(k), v.clone())? {
+                        break;
+                    }
+                }
+            }
+            Value::List(list) => {
+                for (i, e) in list.iter().enumerate() {
+                    if !each(self, Value::Int(i as i64), e.clone())? {
                         break;
                     }
                 }
@@ -1012,7 +1036,13 @@ impl State<'_> {
             F::Not => Ok(Value::Bool(!arg(0).truth())),
             F::Len => funcs::len(&arg(0)),
             F::Index => funcs::index(&argv),
-            F::Slice => funcs::slice(&argv),
+            F::Slice => {
+                // Slicing a built list copies it.
+                if let Some(Value::List(l)) = argv.first() {
+                    self.charge(l.len() as u64).map_err(|e| e.0.msg)?;
+                }
+                funcs::slice(&argv)
+            }
             F::Print => Ok(string(gofmt::sprint(&argv))),
             F::Println => Ok(string(gofmt::sprintln(&argv))),
             F::Printf => {
@@ -1033,7 +1063,7 @@ impl State<'_> {
             F::Value => funcs::value(&arg(0)),
             F::Strvalue => funcs::strvalue(&arg(0)),
             F::SortByLabel => funcs::sort_by_label(&s(0), &arg(1)),
-            F::Args => Ok(funcs::args_map(&argv)),
+            F::Args => funcs::args_map(&argv),
             F::ReReplaceAll => self.re_replace_all(&s(0), &s(1), &s(2)),
             F::SafeHtml if self.prog.dialect == Dialect::Alertmanager => Ok(Value::Html(s(0))),
             F::SafeHtml => Ok(arg(0)),
@@ -1063,7 +1093,7 @@ impl State<'_> {
             F::Tmpl => Err("tmpl is called by eval_function".into()),
             F::TrimSpace => Ok(string(s(0).trim().to_string())),
             F::Join => funcs::join(&s(0), &arg(1)),
-            F::SafeUrl => Ok(Value::Str(s(0))),
+            F::SafeUrl => Ok(Value::Url(s(0))),
             F::UrlUnescape => funcs::url_unescape(&s(0)),
             F::StringSlice => Ok(Value::Strings(
                 argv.iter()
@@ -1086,6 +1116,23 @@ impl State<'_> {
                 Some(Value::Time(t)) => funcs::tz(&s(0), *t),
                 _ => Err("tz needs a time".into()),
             },
+            F::ToJson => {
+                let text = json::to_json(&arg(0), MAX_OUTPUT)?;
+                // Encoding costs its length; count it so loops stay bounded.
+                self.charge(text.len() as u64 / 16).map_err(|e| e.0.msg)?;
+                Ok(string(text))
+            }
+            F::List => funcs::list(&argv),
+            F::Append => {
+                let len = match argv.first() {
+                    Some(Value::List(l)) => l.len(),
+                    _ => 0,
+                };
+                self.charge((len + argv.len()) as u64)
+                    .map_err(|e| e.0.msg)?;
+                funcs::append(&argv)
+            }
+            F::Dict => funcs::dict(&argv),
             F::Since => match argv.first() {
                 Some(Value::Time(t)) => {
                     let ns = |t: &Time| i128::from(t.secs) * 1_000_000_000 + i128::from(t.nanos);
@@ -1177,7 +1224,9 @@ impl State<'_> {
             return Err(ExecError::new("tmpl needs a name and data"));
         };
         let saved = std::mem::take(&mut self.out);
+        let saved_html = self.html;
         let r = self.call_template(&name, data);
+        self.html = saved_html;
         let produced = std::mem::replace(&mut self.out, saved);
         r?;
         Ok(Value::Str(Arc::from(produced)))
@@ -1256,8 +1305,10 @@ fn validate(v: Value, p: Param) -> R<Value> {
         | (Param::Sample, Value::Sample(_) | Value::Nil)
         | (Param::Samples, Value::Samples(_) | Value::Nil)
         | (Param::Strings, Value::Strings(_))
+        | (Param::List, Value::List(_))
         | (Param::Time, Value::Time(_)) => Ok(v),
         (Param::Strings, Value::Nil) => Ok(Value::Strings(Arc::from([]))),
+        (Param::List, Value::Nil) => Value::list(Vec::new()).map_err(ExecError::new),
         (Param::Str, Value::Nil) => Err(ExecError::new("invalid value; expected string")),
         (Param::Time, Value::Nil) => Err(ExecError::new("invalid value; expected time.Time")),
         _ => Err(ExecError::new(format!(

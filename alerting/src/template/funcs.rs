@@ -5,7 +5,7 @@ names them, says which [`Dialect`] has each, gives their signatures (checked
 by the executor like Go checks a `FuncMap` function's parameter types) and
 implements those that need nothing but their arguments; `query`, `tmpl`,
 `since`, the regexp functions and the external URL ones are in `exec.rs`,
-which has the state they need.
+which has the state they need, and `toJson`'s encoder is in `json.rs`.
 */
 
 use std::collections::BTreeMap;
@@ -80,6 +80,10 @@ pub(super) enum Func {
     Date,
     Tz,
     Since,
+    ToJson,
+    List,
+    Append,
+    Dict,
 }
 
 /// The Go type a parameter has, which decides what an argument may be.
@@ -97,6 +101,8 @@ pub(super) enum Param {
     Strings,
     /// `time.Time`.
     Time,
+    /// `[]interface {}`: a list or nil.
+    List,
 }
 
 impl Param {
@@ -108,6 +114,7 @@ impl Param {
             Param::Samples => "template.queryResult",
             Param::Strings => "[]string",
             Param::Time => "time.Time",
+            Param::List => "[]interface {}",
         }
     }
 }
@@ -136,7 +143,7 @@ const fn sig(fixed: &'static [Param], variadic: Option<Param>) -> Sig {
 }
 
 impl Func {
-    const ALL: [(&'static str, Func); 54] = [
+    const ALL: [(&'static str, Func); 58] = [
         ("and", Func::And),
         ("or", Func::Or),
         ("not", Func::Not),
@@ -191,6 +198,10 @@ impl Func {
         ("date", Func::Date),
         ("tz", Func::Tz),
         ("since", Func::Since),
+        ("toJson", Func::ToJson),
+        ("list", Func::List),
+        ("append", Func::Append),
+        ("dict", Func::Dict),
     ];
 
     /// The function called `name` in `dialect`, if it has one.
@@ -239,7 +250,11 @@ impl Func {
             | F::StringSlice
             | F::Date
             | F::Tz
-            | F::Since => d == Dialect::Alertmanager,
+            | F::Since
+            | F::ToJson
+            | F::List
+            | F::Append
+            | F::Dict => d == Dialect::Alertmanager,
             _ => d == Dialect::Prometheus,
         }
     }
@@ -288,6 +303,9 @@ impl Func {
             F::StringSlice => sig(&[], Some(STR)),
             F::Date | F::Tz => sig(&[STR, Param::Time], None),
             F::Since => sig(&[Param::Time], None),
+            F::ToJson => sig(&[ANY], None),
+            F::List | F::Dict => sig(&[], Some(ANY)),
+            F::Append => sig(&[Param::List], Some(ANY)),
         }
     }
 }
@@ -310,7 +328,7 @@ fn basic(v: &Value) -> Option<Basic<'_>> {
         Value::Bool(b) => Some(Basic::Bool(*b)),
         Value::Int(n) | Value::Duration(n) => Some(Basic::Int(*n)),
         Value::Float(f) => Some(Basic::Float(*f)),
-        Value::Str(s) | Value::Html(s) => Some(Basic::Str(s)),
+        Value::Str(s) | Value::Html(s) | Value::Url(s) => Some(Basic::Str(s)),
         _ => None,
     }
 }
@@ -408,9 +426,10 @@ pub(super) fn compare(f: Func, a: &Value, b: &Value) -> FResult {
 
 pub(super) fn len(v: &Value) -> FResult {
     let n = match v {
-        Value::Str(s) | Value::Html(s) => s.len(),
+        Value::Str(s) | Value::Html(s) | Value::Url(s) => s.len(),
         Value::Labels(m) | Value::Kv(m) => m.len(),
         Value::Map(m) => m.len(),
+        Value::List(l) => l.len(),
         Value::Samples(s) => s.len(),
         Value::Strings(l) => l.len(),
         Value::Pairs(p) => p.len(),
@@ -471,6 +490,12 @@ pub(super) fn index(args: &[Value]) -> FResult {
                         .clone(),
                 )
             }
+            Value::List(list) => {
+                let i = index_arg(ix, list.len())?;
+                list.get(i)
+                    .ok_or_else(|| format!("index out of range: {i}"))?
+                    .clone()
+            }
             Value::Pairs(p) => {
                 let i = index_arg(ix, p.len())?;
                 if i >= p.len() {
@@ -530,6 +555,7 @@ pub(super) fn slice(args: &[Value]) -> FResult {
         }
         Value::Samples(s) => s.len(),
         Value::Strings(l) => l.len(),
+        Value::List(l) => l.len(),
         Value::Pairs(p) => p.len(),
         Value::Alerts(l, _) => l.len(),
         other => return Err(format!("can't slice item of type {}", other.type_name())),
@@ -551,6 +577,7 @@ pub(super) fn slice(args: &[Value]) -> FResult {
         }
         Value::Samples(list) => Value::Samples(list[idx[0]..idx[1]].into()),
         Value::Strings(l) => Value::Strings(l[idx[0]..idx[1]].into()),
+        Value::List(l) => Value::list(l[idx[0]..idx[1]].to_vec())?,
         Value::Pairs(p) => Value::Pairs(p[idx[0]..idx[1]].into()),
         Value::Alerts(l, typed) => Value::Alerts(l[idx[0]..idx[1]].into(), *typed),
         _ => Value::Nil,
@@ -934,13 +961,13 @@ pub(super) fn graph_link(expr: &str, tab: u8) -> String {
 }
 
 /// `args`: `map[arg0:... arg1:...]`.
-pub(super) fn args_map(args: &[Value]) -> Value {
+pub(super) fn args_map(args: &[Value]) -> FResult {
     let m: BTreeMap<String, Value> = args
         .iter()
         .enumerate()
         .map(|(i, a)| (format!("arg{i}"), a.clone()))
         .collect();
-    Value::Map(Arc::new(m))
+    Value::map(m)
 }
 
 pub(super) fn first(v: &Value) -> FResult {
@@ -986,6 +1013,44 @@ pub(super) fn sort_by_label(name: &str, v: &Value) -> FResult {
 }
 
 // ---- Alertmanager's functions ----
+
+/// `list a b c`: a `[]interface {}` of the arguments.
+pub(super) fn list(args: &[Value]) -> FResult {
+    Value::list(args.to_vec())
+}
+
+/// `append list a b`: a new list of `list`'s elements, then the others
+/// (`list` is a `[]interface {}` or nil, as its parameter type says).
+pub(super) fn append(args: &[Value]) -> FResult {
+    let (head, rest) = args.split_first().ok_or("append needs a list")?;
+    let mut items = match head {
+        Value::List(l) => l.to_vec(),
+        _ => Vec::new(),
+    };
+    items.extend_from_slice(rest);
+    Value::list(items)
+}
+
+/// `dict k1 v1 k2 v2`: a `map[string]interface {}`; a later key replaces
+/// an earlier one, as in Go. The messages are Alertmanager's.
+pub(super) fn dict(args: &[Value]) -> FResult {
+    if !args.len().is_multiple_of(2) {
+        return Err(DICT_ODD.into());
+    }
+    let mut m = BTreeMap::new();
+    for kv in args.chunks_exact(2) {
+        let Value::Str(k) = &kv[0] else {
+            return Err(DICT_KEY.into());
+        };
+        m.insert(k.to_string(), kv[1].clone());
+    }
+    Value::map(m)
+}
+
+/// `dict`'s error for an odd number of arguments.
+pub(super) const DICT_ODD: &str = "dict requires an even number of arguments";
+/// `dict`'s error for a key that is not a string.
+pub(super) const DICT_KEY: &str = "dict keys must be strings";
 
 /// `join sep list`: `strings.Join` with the separator first.
 pub(super) fn join(sep: &str, list: &Value) -> FResult {

@@ -30,6 +30,11 @@ struct Spec {
 /// Go's `tooLarge`: widths and precisions above this are rejected.
 const MAX_WIDTH: usize = 1_000_000;
 
+/// Printing a list or map stops once the text is longer than this: lists
+/// and maps may share their elements, so a small value can print as a huge
+/// text. The text is then over the caller's output limit, which reports it.
+const MAX_NESTED_OUTPUT: usize = super::exec::MAX_OUTPUT;
+
 /// `fmt.Sprint(v)`: the `%v` form of one value, as an action prints it
 /// (the caller turns a missing value into `<no value>`).
 pub(super) fn sprint_value(v: &Value) -> String {
@@ -43,7 +48,7 @@ pub(super) fn sprint(args: &[Value]) -> String {
     let mut out = String::new();
     let mut prev_string = false;
     for (i, a) in args.iter().enumerate() {
-        let is_string = matches!(a, Value::Str(_) | Value::Html(_));
+        let is_string = matches!(a, Value::Str(_) | Value::Html(_) | Value::Url(_));
         if i > 0 && !is_string && !prev_string {
             out.push(' ');
         }
@@ -334,11 +339,27 @@ fn print_arg(out: &mut String, v: &Value, verb: char, s: &Spec) {
         Value::Map(m) => {
             out.push_str("map[");
             for (i, (k, val)) in m.iter().enumerate() {
+                if out.len() > MAX_NESTED_OUTPUT {
+                    break;
+                }
                 if i > 0 {
                     out.push(' ');
                 }
                 fmt_string(out, k, verb, s, &Value::Nil);
                 out.push(':');
+                print_arg(out, val, verb, s);
+            }
+            out.push(']');
+        }
+        Value::List(l) => {
+            out.push('[');
+            for (i, val) in l.iter().enumerate() {
+                if out.len() > MAX_NESTED_OUTPUT {
+                    break;
+                }
+                if i > 0 {
+                    out.push(' ');
+                }
                 print_arg(out, val, verb, s);
             }
             out.push(']');
@@ -381,7 +402,7 @@ fn print_arg(out: &mut String, v: &Value, verb: char, s: &Spec) {
             'v' | 's' | 'q' | 'x' | 'X' => fmt_string(out, &duration(*d), verb, s, v),
             _ => fmt_int(out, *d, verb, s, v),
         },
-        Value::Html(text) => fmt_string(out, text, verb, s, v),
+        Value::Html(text) | Value::Url(text) => fmt_string(out, text, verb, s, v),
         Value::Strings(list) => {
             out.push('[');
             for (i, e) in list.iter().enumerate() {

@@ -3,7 +3,8 @@ The parser: items into a tree of nodes, following Go's `text/template/parse`
 so that the same texts are accepted and rejected, with the same checks Go
 makes before execution: functions must exist, variables must be declared,
 `{{break}}`/`{{continue}}` must be inside `{{range}}`, and a later pipeline
-stage must be something that can take the previous value.
+stage must be something that can take the previous value. One check Go leaves
+to execution is made here: `dict`'s argument count and constant keys.
 
 Parse errors carry a byte offset, turned into `line:col` by the caller.
 */
@@ -11,7 +12,7 @@ Parse errors carry a byte offset, turned into `line:col` by the caller.
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::funcs::{Dialect, Func};
+use super::funcs::{self, Dialect, Func};
 use super::lex::{self, Item, Kind};
 use super::value::Value;
 
@@ -564,6 +565,33 @@ impl Parser<'_> {
                     c.start,
                     format!("non executable command in pipeline stage {}", i + 1),
                 );
+            }
+        }
+        for (i, c) in pipe.cmds.iter().enumerate() {
+            if matches!(c.args[0], Arg::Func(Func::Dict)) {
+                self.check_dict(c, i > 0)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `dict`'s arguments as far as the text shows them: an odd number of
+    /// them, or a constant key that is not a string, can never work, so the
+    /// template is refused now rather than when it runs (as in Go).
+    fn check_dict(&self, c: &Cmd, piped: bool) -> Result<()> {
+        let args = &c.args[1..];
+        let n = args.len() + usize::from(piped);
+        if !n.is_multiple_of(2) {
+            return self.err(c.start, format!("{}, got {n}", funcs::DICT_ODD));
+        }
+        for key in args.iter().step_by(2) {
+            let constant = match key {
+                Arg::Const(Value::Str(_)) => false,
+                Arg::Const(_) | Arg::Number(_) | Arg::Nil => true,
+                _ => false,
+            };
+            if constant {
+                return self.err(c.start, funcs::DICT_KEY);
             }
         }
         Ok(())

@@ -889,6 +889,19 @@ fn output_is_capped() {
 }
 
 #[test]
+fn args_maps_nest_a_bounded_depth() {
+    // Printing or dropping a deeper value would recurse once per level.
+    let text = "{{ $x := args }}{{ range 100000 }}{{ $x = args $x }}{{ end }}{{ $x }}";
+    let e = std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(move || exec_err(text))
+        .unwrap()
+        .join()
+        .unwrap();
+    assert!(e.contains("value nested deeper than 100 levels"), "{e}");
+}
+
+#[test]
 fn long_loops_are_stopped() {
     let e = exec_err("{{ range 1000000000000 }}{{ end }}");
     assert!(e.contains("execution took more than 5000000 steps"), "{e}");

@@ -2,8 +2,9 @@
 The values a template computes with, one variant per Go type that Prometheus'
 and Alertmanager's templates can produce: Go's basic kinds, label maps, the
 alert data struct, query samples and timestamps (Prometheus); the
-notification data, its alerts, `KV` maps, pairs, string lists and durations
-(Alertmanager).
+notification data, its alerts, `KV` maps, pairs, string lists, durations and
+`safeHtml`/`safeUrl` strings (Alertmanager); and the lists and maps templates
+build (`list`, `append`, `dict`, `args`), whose nesting is bounded.
 
 Go's type names are kept (`float64`, `map[string]string`,
 `*template.sample`...) because they appear in error messages and in
@@ -12,6 +13,7 @@ Prometheus'.
 */
 
 use std::collections::BTreeMap;
+use std::ops::Deref;
 use std::sync::Arc;
 
 /// A label set, Go's `map[string]string`.
@@ -91,6 +93,28 @@ pub(super) fn sorted_pairs(m: &LabelMap) -> Pairs {
         .collect()
 }
 
+/// Deepest nesting of the lists and maps a template builds (`list`,
+/// `append`, `dict`, `args`). Printing, encoding and dropping them recurse,
+/// so this keeps a template from building one that would overflow the stack.
+pub(super) const MAX_VALUE_DEPTH: usize = 100;
+
+/// A list or map built by a template, with how deeply it nests (1 plus the
+/// deepest list or map inside), known when it is built so that checking
+/// [`MAX_VALUE_DEPTH`] does not walk the value.
+#[derive(Debug)]
+pub(super) struct Nested<T> {
+    items: T,
+    depth: usize,
+}
+
+impl<T> Deref for Nested<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.items
+    }
+}
+
 /// A value during execution.
 #[derive(Debug, Clone)]
 pub(super) enum Value {
@@ -105,8 +129,10 @@ pub(super) enum Value {
     Str(Arc<str>),
     /// `map[string]string`: `$labels`, `$externalLabels`, a sample's labels.
     Labels(Arc<LabelMap>),
-    /// `map[string]interface {}`: the result of `args`.
-    Map(Arc<BTreeMap<String, Value>>),
+    /// `map[string]interface {}`: the result of `args` and `dict`.
+    Map(Arc<Nested<BTreeMap<String, Value>>>),
+    /// `[]interface {}`: the result of `list` and `append`.
+    List(Arc<Nested<Vec<Value>>>),
     Sample(Arc<Sample>),
     /// `query`'s result (`template.queryResult`).
     Samples(Arc<[Arc<Sample>]>),
@@ -116,6 +142,9 @@ pub(super) enum Value {
     Duration(i64),
     /// `template.HTML`: `safeHtml`'s result, printed unescaped in HTML fields.
     Html(Arc<str>),
+    /// `template.URL`: `safeUrl`'s result, which HTML fields do not filter
+    /// for unsafe schemes.
+    Url(Arc<str>),
     /// `[]string`: `stringSlice`, `KV.Names`, `KV.Values`.
     Strings(Arc<[Arc<str>]>),
     /// `template.KV`: the label and annotation maps of notifications.
@@ -137,6 +166,32 @@ impl Value {
         Value::Str(Arc::from(s))
     }
 
+    /// How deeply lists and maps nest in this value (0 for anything else).
+    pub(super) fn depth(&self) -> usize {
+        match self {
+            Value::List(l) => l.depth,
+            Value::Map(m) => m.depth,
+            _ => 0,
+        }
+    }
+
+    /// A `[]interface {}` of `items`, unless it would nest deeper than
+    /// [`MAX_VALUE_DEPTH`].
+    pub(super) fn list(items: Vec<Value>) -> Result<Value, String> {
+        let depth = nested_depth(items.iter())?;
+        Ok(Value::List(Arc::new(Nested { items, depth })))
+    }
+
+    /// A `map[string]interface {}` of `entries`, unless it would nest deeper
+    /// than [`MAX_VALUE_DEPTH`].
+    pub(super) fn map(entries: BTreeMap<String, Value>) -> Result<Value, String> {
+        let depth = nested_depth(entries.values())?;
+        Ok(Value::Map(Arc::new(Nested {
+            items: entries,
+            depth,
+        })))
+    }
+
     /// Go's `%T`.
     pub(super) fn type_name(&self) -> &'static str {
         match self {
@@ -147,6 +202,7 @@ impl Value {
             Value::Str(_) => "string",
             Value::Labels(_) => "map[string]string",
             Value::Map(_) => "map[string]interface {}",
+            Value::List(_) => "[]interface {}",
             Value::Sample(_) => "*template.sample",
             Value::Samples(_) => "template.queryResult",
             Value::Time(_) => "*time.Time",
@@ -156,6 +212,7 @@ impl Value {
             }
             Value::Duration(_) => "time.Duration",
             Value::Html(_) => "template.HTML",
+            Value::Url(_) => "template.URL",
             Value::Strings(_) => "[]string",
             Value::Kv(_) => "template.KV",
             Value::Pairs(_) => "template.Pairs",
@@ -178,9 +235,10 @@ impl Value {
             Value::Str(s) => !s.is_empty(),
             Value::Labels(m) => !m.is_empty(),
             Value::Map(m) => !m.is_empty(),
+            Value::List(l) => !l.is_empty(),
             Value::Samples(s) => !s.is_empty(),
             Value::Duration(d) => *d != 0,
-            Value::Html(s) => !s.is_empty(),
+            Value::Html(s) | Value::Url(s) => !s.is_empty(),
             Value::Strings(l) => !l.is_empty(),
             Value::Kv(m) => !m.is_empty(),
             Value::Pairs(p) => !p.is_empty(),
@@ -193,6 +251,17 @@ impl Value {
             | Value::Data(_) => true,
         }
     }
+}
+
+/// The depth of a list or map holding `items`.
+fn nested_depth<'a>(items: impl Iterator<Item = &'a Value>) -> Result<usize, String> {
+    let depth = 1 + items.map(Value::depth).max().unwrap_or(0);
+    if depth > MAX_VALUE_DEPTH {
+        return Err(format!(
+            "value nested deeper than {MAX_VALUE_DEPTH} levels of lists and maps"
+        ));
+    }
+    Ok(depth)
 }
 
 /// A date and time of day in UTC.

@@ -15,18 +15,19 @@ other `errcode` is a failure.
 `title` and `text` are optional Alertmanager notification templates (the `template`
 module); unset, they are the built-in `dingtalk.default.title` (the subject line)
 and `dingtalk.default.text` (the Markdown list of alerts).
+
+The config, the rendering of the fields and the delivery are the chat robots' shared
+core (`robot`); this file holds what is DingTalk's own.
 */
 
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::notify::config::{Secret, invalid};
-use crate::notify::integrations::{
-    Context, Kind, SendError, check_code, check_url, hmac_sha256_b64, post_json, template_field,
-};
+use crate::notify::ConfigError;
+use crate::notify::config::Secret;
+use crate::notify::integrations::robot::{RawRobot, Robot, Vendor};
+use crate::notify::integrations::{Kind, hmac_sha256_b64};
 use crate::notify::message::{Notification, truncate};
-use crate::notify::template::{Render, Template};
-use crate::notify::{ConfigError, now_ms};
 
 /// DingTalk limits a Markdown message to 20,000 bytes; keep a margin.
 const MAX_TEXT_BYTES: usize = 18_000;
@@ -43,52 +44,47 @@ pub struct Raw {
 }
 
 /// A validated DingTalk robot.
+pub type DingTalk = Robot<DingTalkApi>;
+
+/// DingTalk's side of a [`Robot`]: the message format and signing of the module doc.
 #[derive(Debug, Clone)]
-pub struct DingTalk {
-    pub send_resolved: bool,
-    url: Secret,
-    secret: Option<Secret>,
-    title: Option<Template>,
-    text: Option<Template>,
-}
+pub struct DingTalkApi;
 
 impl Raw {
     pub(crate) fn validate(self, path: &str) -> Result<DingTalk, ConfigError> {
-        let url = self
-            .url
-            .ok_or_else(|| invalid(format!("{path}.url"), "required"))?;
-        check_url(&format!("{path}.url"), &url.0)?;
-        Ok(DingTalk {
-            send_resolved: self.send_resolved.unwrap_or(true),
-            url,
-            secret: self.secret.filter(|s| !s.0.is_empty()),
-            title: template_field(path, "title", self.title.as_deref())?,
-            text: template_field(path, "text", self.text.as_deref())?,
+        RawRobot {
+            send_resolved: self.send_resolved,
+            url: self.url,
+            secret: self.secret,
+            title: self.title,
+            text: self.text,
+        }
+        .validate(path)
+    }
+}
+
+impl Vendor for DingTalkApi {
+    const KIND: Kind = Kind::DingTalk;
+    const CODE_FIELDS: &'static [&'static str] = &["errcode"];
+
+    fn body(_: &Notification, title: String, text: String) -> Value {
+        let text = truncate(&format!("#### {title}\n\n{text}"), MAX_TEXT_BYTES);
+        json!({
+            "msgtype": "markdown",
+            "markdown": {"title": title, "text": text},
         })
+    }
+
+    /// The signature goes in the URL.
+    fn sign_request(robot: &DingTalk, _: &mut Value, now_ms: i64) -> String {
+        robot.signed_url(now_ms)
     }
 }
 
 impl DingTalk {
     /// The request body, with the built-in named templates.
     pub fn payload(&self, n: &Notification) -> Value {
-        let set = crate::notify::template::builtin();
-        self.render(n, &mut Render::new(n, "", set))
-    }
-
-    /// The template fields, for checking at load time.
-    pub(crate) fn templates(&self) -> Vec<(String, &Template, bool)> {
-        super::set_fields(&[("title", &self.title), ("text", &self.text)])
-    }
-
-    /// The request body, rendering the template fields with `r`.
-    fn render(&self, n: &Notification, r: &mut Render<'_>) -> Value {
-        let subject = r.text("title", self.title.as_ref(), || n.subject());
-        let body = r.text("text", self.text.as_ref(), || n.markdown("**"));
-        let text = truncate(&format!("#### {subject}\n\n{body}"), MAX_TEXT_BYTES);
-        json!({
-            "msgtype": "markdown",
-            "markdown": {"title": subject, "text": text},
-        })
+        self.unsigned_payload(n)
     }
 
     /// The URL to POST to at `timestamp_ms`, signed when a secret is configured.
@@ -100,18 +96,6 @@ impl DingTalk {
         let encoded: String = form_urlencoded::byte_serialize(sign.as_bytes()).collect();
         let sep = if self.url.0.contains('?') { '&' } else { '?' };
         format!("{}{sep}timestamp={timestamp_ms}&sign={encoded}", self.url.0)
-    }
-
-    pub(crate) async fn send(
-        &self,
-        cx: &Context,
-        n: &Notification,
-    ) -> Result<Vec<String>, SendError> {
-        let mut r = Render::new(n, &cx.external_url, &cx.templates);
-        let payload = self.render(n, &mut r);
-        let body = post_json(cx, &self.signed_url(now_ms()), &payload).await?;
-        check_code(Kind::DingTalk, &body, &["errcode"])?;
-        Ok(r.errors())
     }
 }
 

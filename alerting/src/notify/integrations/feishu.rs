@@ -21,18 +21,19 @@ scheme (the key is the string to sign, the message is empty). The bot answers wi
 Alertmanager notification templates (the `template` module); unset, they are the
 built-in `feishu.default.title` (the subject line) and `feishu.default.text` (the
 Markdown list of alerts).
+
+The config, the rendering of the fields and the delivery are the chat robots' shared
+core (`robot`); this file holds what is Feishu's own.
 */
 
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::notify::config::{Secret, invalid};
-use crate::notify::integrations::{
-    Context, Kind, SendError, check_code, check_url, hmac_sha256_b64, post_json, template_field,
-};
+use crate::notify::ConfigError;
+use crate::notify::config::Secret;
+use crate::notify::integrations::robot::{RawRobot, Robot, Vendor};
+use crate::notify::integrations::{Kind, hmac_sha256_b64};
 use crate::notify::message::{AlertStatus, Notification, truncate};
-use crate::notify::template::{Render, Template};
-use crate::notify::{ConfigError, now_ms};
 
 /// Feishu limits a card to about 30 KB; keep a margin.
 const MAX_TEXT_BYTES: usize = 24_000;
@@ -49,53 +50,35 @@ pub struct Raw {
 }
 
 /// A validated Feishu/Lark bot.
+pub type Feishu = Robot<FeishuApi>;
+
+/// Feishu's side of a [`Robot`]: the card and signing of the module doc.
 #[derive(Debug, Clone)]
-pub struct Feishu {
-    pub send_resolved: bool,
-    url: Secret,
-    secret: Option<Secret>,
-    title: Option<Template>,
-    text: Option<Template>,
-}
+pub struct FeishuApi;
 
 impl Raw {
     pub(crate) fn validate(self, path: &str) -> Result<Feishu, ConfigError> {
-        let url = self
-            .url
-            .ok_or_else(|| invalid(format!("{path}.url"), "required"))?;
-        check_url(&format!("{path}.url"), &url.0)?;
-        Ok(Feishu {
-            send_resolved: self.send_resolved.unwrap_or(true),
-            url,
-            secret: self.secret.filter(|s| !s.0.is_empty()),
-            title: template_field(path, "title", self.title.as_deref())?,
-            text: template_field(path, "text", self.text.as_deref())?,
-        })
+        RawRobot {
+            send_resolved: self.send_resolved,
+            url: self.url,
+            secret: self.secret,
+            title: self.title,
+            text: self.text,
+        }
+        .validate(path)
     }
 }
 
-impl Feishu {
-    /// The request body at `timestamp_s` (Unix seconds, used only when signing),
-    /// with the built-in named templates.
-    pub fn payload(&self, n: &Notification, timestamp_s: i64) -> Value {
-        let set = crate::notify::template::builtin();
-        self.render(n, timestamp_s, &mut Render::new(n, "", set))
-    }
+impl Vendor for FeishuApi {
+    const KIND: Kind = Kind::Feishu;
+    const CODE_FIELDS: &'static [&'static str] = &["code", "StatusCode"];
 
-    /// The template fields, for checking at load time.
-    pub(crate) fn templates(&self) -> Vec<(String, &Template, bool)> {
-        super::set_fields(&[("title", &self.title), ("text", &self.text)])
-    }
-
-    /// The request body, rendering the template fields with `r`.
-    fn render(&self, n: &Notification, timestamp_s: i64, r: &mut Render<'_>) -> Value {
-        let title = r.text("title", self.title.as_ref(), || n.subject());
-        let text = r.text("text", self.text.as_ref(), || n.markdown("**"));
+    fn body(n: &Notification, title: String, text: String) -> Value {
         let template = match n.status() {
             AlertStatus::Firing => "red",
             AlertStatus::Resolved => "green",
         };
-        let mut body = json!({
+        json!({
             "msg_type": "interactive",
             "card": {
                 "config": {"wide_screen_mode": true},
@@ -108,24 +91,31 @@ impl Feishu {
                                             "content": truncate(&text, MAX_TEXT_BYTES)}},
                 ],
             },
-        });
+        })
+    }
+
+    /// The signature goes in the body, with the time in Unix seconds.
+    fn sign_request(robot: &Feishu, body: &mut Value, now_ms: i64) -> String {
+        robot.add_signature(body, now_ms / 1000);
+        robot.url.0.clone()
+    }
+}
+
+impl Feishu {
+    /// The request body at `timestamp_s` (Unix seconds, used only when signing),
+    /// with the built-in named templates.
+    pub fn payload(&self, n: &Notification, timestamp_s: i64) -> Value {
+        let mut body = self.unsigned_payload(n);
+        self.add_signature(&mut body, timestamp_s);
+        body
+    }
+
+    /// Adds `timestamp` and `sign` to `body` when a secret is configured.
+    fn add_signature(&self, body: &mut Value, timestamp_s: i64) {
         if let Some(secret) = &self.secret {
             body["timestamp"] = json!(timestamp_s.to_string());
             body["sign"] = json!(sign(timestamp_s, &secret.0));
         }
-        body
-    }
-
-    pub(crate) async fn send(
-        &self,
-        cx: &Context,
-        n: &Notification,
-    ) -> Result<Vec<String>, SendError> {
-        let mut r = Render::new(n, &cx.external_url, &cx.templates);
-        let payload = self.render(n, now_ms() / 1000, &mut r);
-        let body = post_json(cx, &self.url.0, &payload).await?;
-        check_code(Kind::Feishu, &body, &["code", "StatusCode"])?;
-        Ok(r.errors())
     }
 }
 

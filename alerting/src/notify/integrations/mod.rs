@@ -12,6 +12,11 @@ The receivers' integrations: one file per kind, all of the same shape:
   back (for the notification log);
 - `templates()`: the integration's template fields, checked when the config loads.
 
+The chat robots (DingTalk, Feishu/Lark, WeCom) differ only in their message format,
+signing and error code, so they share one core, `robot`: their validated config is a
+`robot::Robot` (with `send(..)` and `templates()`), and each vendor's file keeps its
+`Raw`, its body builder and signing (a `robot::Vendor`), and `payload(..)`.
+
 [`Integration`] holds one of them and has the one `match` that dispatches.
 */
 
@@ -19,6 +24,7 @@ pub mod alertmanager;
 pub mod dingtalk;
 pub mod email;
 pub mod feishu;
+pub mod robot;
 pub mod slack;
 pub mod webhook;
 pub mod wecom;

@@ -13,18 +13,19 @@ The content is limited to 4,096 bytes by WeCom and cut to fit. `title` and `text
 are optional Alertmanager notification templates (the `template` module); unset,
 they are the built-in `wecom.default.title` (the subject line) and
 `wecom.default.text` (the Markdown list of alerts).
+
+The config, the rendering of the fields and the delivery are the chat robots' shared
+core (`robot`); this file holds what is WeCom's own.
 */
 
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::notify::ConfigError;
-use crate::notify::config::{Secret, invalid};
-use crate::notify::integrations::{
-    Context, Kind, SendError, check_code, check_url, post_json, template_field,
-};
+use crate::notify::config::Secret;
+use crate::notify::integrations::Kind;
+use crate::notify::integrations::robot::{RawRobot, Robot, Vendor};
 use crate::notify::message::{AlertStatus, Notification, truncate};
-use crate::notify::template::{Render, Template};
 
 const MAX_CONTENT_BYTES: usize = 4096;
 
@@ -39,50 +40,35 @@ pub struct Raw {
 }
 
 /// A validated WeCom robot.
+pub type WeCom = Robot<WeComApi>;
+
+/// WeCom's side of a [`Robot`]: the message format of the module doc.
 #[derive(Debug, Clone)]
-pub struct WeCom {
-    pub send_resolved: bool,
-    url: Secret,
-    title: Option<Template>,
-    text: Option<Template>,
-}
+pub struct WeComApi;
 
 impl Raw {
     pub(crate) fn validate(self, path: &str) -> Result<WeCom, ConfigError> {
-        let url = self
-            .url
-            .ok_or_else(|| invalid(format!("{path}.url"), "required"))?;
-        check_url(&format!("{path}.url"), &url.0)?;
-        Ok(WeCom {
-            send_resolved: self.send_resolved.unwrap_or(true),
-            url,
-            title: template_field(path, "title", self.title.as_deref())?,
-            text: template_field(path, "text", self.text.as_deref())?,
-        })
+        RawRobot {
+            send_resolved: self.send_resolved,
+            url: self.url,
+            secret: None,
+            title: self.title,
+            text: self.text,
+        }
+        .validate(path)
     }
 }
 
-impl WeCom {
-    /// The request body, with the built-in named templates.
-    pub fn payload(&self, n: &Notification) -> Value {
-        let set = crate::notify::template::builtin();
-        self.render(n, &mut Render::new(n, "", set))
-    }
+impl Vendor for WeComApi {
+    const KIND: Kind = Kind::WeCom;
+    const CODE_FIELDS: &'static [&'static str] = &["errcode"];
 
-    /// The template fields, for checking at load time.
-    pub(crate) fn templates(&self) -> Vec<(String, &Template, bool)> {
-        super::set_fields(&[("title", &self.title), ("text", &self.text)])
-    }
-
-    /// The request body, rendering the template fields with `r`.
-    fn render(&self, n: &Notification, r: &mut Render<'_>) -> Value {
+    fn body(n: &Notification, title: String, text: String) -> Value {
         // WeCom's Markdown colours: warning (orange-red), info (green).
         let color = match n.status() {
             AlertStatus::Firing => "warning",
             AlertStatus::Resolved => "info",
         };
-        let title = r.text("title", self.title.as_ref(), || n.subject());
-        let text = r.text("text", self.text.as_ref(), || n.markdown("**"));
         let content = format!("<font color=\"{color}\">**{title}**</font>\n{text}");
         json!({
             "msgtype": "markdown",
@@ -90,16 +76,16 @@ impl WeCom {
         })
     }
 
-    pub(crate) async fn send(
-        &self,
-        cx: &Context,
-        n: &Notification,
-    ) -> Result<Vec<String>, SendError> {
-        let mut r = Render::new(n, &cx.external_url, &cx.templates);
-        let payload = self.render(n, &mut r);
-        let body = post_json(cx, &self.url.0, &payload).await?;
-        check_code(Kind::WeCom, &body, &["errcode"])?;
-        Ok(r.errors())
+    /// No signing: the key in the URL is the credential.
+    fn sign_request(robot: &WeCom, _: &mut Value, _: i64) -> String {
+        robot.url.0.clone()
+    }
+}
+
+impl WeCom {
+    /// The request body, with the built-in named templates.
+    pub fn payload(&self, n: &Notification) -> Value {
+        self.unsigned_payload(n)
     }
 }
 
