@@ -2,8 +2,8 @@
 //! Tasks on every host within their concurrency (checked from the agents' own start and
 //! end times), the failure tolerance, canaries, health gates, cancel and timeouts,
 //! re-runs by host state, one task at a time per host, a lost agent, a server restart
-//! mid-task, streaming output, recipes, the audit trail, and bad input refused with
-//! nothing run.
+//! mid-task, streaming output (whole and once across a server outage or kill), recipes,
+//! the audit trail, and bad input refused with nothing run.
 
 use std::path::Path;
 use std::time::Duration;
@@ -466,6 +466,144 @@ fn a_server_restarted_mid_task_continues_it_and_results_arrive_once() {
     assert_eq!(finished.len(), 1, "{finished:?}");
     let (code, v) = call(&s, "/api/ops/v1/audit/verify", Some(&admin));
     assert_eq!(code, 200, "{v}");
+}
+
+/// Waits until `path` exists (a script reached a point).
+fn wait_file(path: &Path) {
+    eventually(&format!("{} exists", path.display()), || {
+        if path.exists() {
+            Ok(())
+        } else {
+            Err("not yet".into())
+        }
+    });
+}
+
+#[test]
+fn output_printed_before_during_and_after_a_server_outage_arrives_whole_and_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (s, admin, _, _agents) = cluster(dir.path(), 1, &[]);
+    let addr = s
+        .url("")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    // The script moves on when the test says so: the first part is printed (and stored)
+    // before the server dies, the second while it is down, the third once it is back.
+    let (down, printed, up) = (
+        dir.path().join("down"),
+        dir.path().join("printed"),
+        dir.path().join("up"),
+    );
+    let script = format!(
+        "echo before; echo before-err >&2\n\
+         while [ ! -e {down} ]; do sleep 0.05; done\n\
+         echo during; seq 1 20000; echo during-err >&2\n\
+         sleep 1; touch {printed}\n\
+         while [ ! -e {up} ]; do sleep 0.05; done\n\
+         echo after; echo after-err >&2\n",
+        down = down.display(),
+        printed = printed.display(),
+        up = up.display(),
+    );
+    let id = task(&s, &admin, json!({"target": "h1", "script": script}));
+    eventually("the first part stored", || {
+        let o = output(&s, &admin, id, "h1");
+        if o["stdout"] == "before\n" && o["stderr"] == "before-err\n" {
+            Ok(())
+        } else {
+            Err(o.to_string())
+        }
+    });
+    s.kill9();
+    std::fs::write(&down, b"").expect("down");
+    // Printed with nobody listening. The script lingers a second after it: time for the
+    // agent to read it and queue it before the server is back (the assertions below hold
+    // however that goes).
+    wait_file(&printed);
+    let s = Server::start_on(&dir.path().join("data"), &addr, &[]);
+    std::fs::write(&up, b"").expect("up");
+    let t = wait_task(&s, &admin, id, &["succeeded", "failed"]);
+    assert_eq!(t["state"], "succeeded", "{t}");
+    let mut stdout = String::from("before\nduring\n");
+    for i in 1..=20000 {
+        stdout.push_str(&format!("{i}\n"));
+    }
+    stdout.push_str("after\n");
+    let stderr = "before-err\nduring-err\nafter-err\n";
+    let o = output(&s, &admin, id, "h1");
+    assert_eq!(o["truncated"], false, "{}", o["truncated"]);
+    let got = o["stdout"].as_str().unwrap_or("");
+    assert!(
+        got == stdout,
+        "{} bytes stored, {} printed; gaps: {:?}",
+        got.len(),
+        stdout.len(),
+        got.lines()
+            .filter(|l| l.contains("missing"))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(o["stderr"], stderr);
+    // Every byte counted once against the output bound.
+    assert_eq!(
+        host(&t, "h1")["output_bytes"].as_u64(),
+        Some((stdout.len() + stderr.len()) as u64),
+        "{t}"
+    );
+}
+
+#[test]
+fn output_streaming_when_the_server_is_killed_is_stored_whole_and_once() {
+    // Output streams fast while the server dies: chunks it had taken but not written
+    // yet must not have been acknowledged (the agent would not send them again), and
+    // chunks written but not acknowledged come again and must not be kept twice.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (s, admin, _, _agents) = cluster(dir.path(), 1, &[]);
+    let addr = s
+        .url("")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let script = "for i in $(seq 0 99); do seq -f line-%.0f $((i*10000+1)) $((i*10000+10000)); \
+                  sleep 0.02; done";
+    let id = task(
+        &s,
+        &admin,
+        json!({"target": "h1", "script": script, "max_output": 16 << 20}),
+    );
+    eventually("output streaming", || {
+        let t = show(&s, &admin, id);
+        if host(&t, "h1")["output_bytes"].as_u64().unwrap_or(0) > 2 << 20 {
+            Ok(())
+        } else {
+            Err(t.to_string())
+        }
+    });
+    s.kill9();
+    let s = Server::start_on(&dir.path().join("data"), &addr, &[]);
+    let t = wait_task(&s, &admin, id, &["succeeded", "failed"]);
+    assert_eq!(t["state"], "succeeded", "{t}");
+    let mut stdout = String::new();
+    for i in 1..=1_000_000 {
+        stdout.push_str(&format!("line-{i}\n"));
+    }
+    let o = output(&s, &admin, id, "h1");
+    assert_eq!(o["truncated"], false, "{}", host(&t, "h1"));
+    let got = o["stdout"].as_str().unwrap_or("");
+    assert!(
+        got == stdout,
+        "{} bytes stored, {} printed; gaps: {:?}",
+        got.len(),
+        stdout.len(),
+        got.lines()
+            .filter(|l| l.contains("missing"))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        host(&t, "h1")["output_bytes"].as_u64(),
+        Some(stdout.len() as u64),
+        "{t}"
+    );
 }
 
 #[test]

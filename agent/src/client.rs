@@ -32,7 +32,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio_tungstenite::tungstenite::{self, Message, client::IntoClientRequest};
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use crate::exec::{Outcome, Policy, RunEvent, RunHandle, RunRequest, Stream};
 use crate::facts::{self, Facts};
@@ -461,7 +461,7 @@ impl Agent {
         send!(hello);
         // Whatever the server did not acknowledge before goes again, in order; then what
         // is queued while the connection lasts.
-        let mut sent: HashSet<MsgId> = HashSet::new();
+        self.outbox.reconnected();
         tracing::info!("channel open to {}", self.cfg.server);
         let mut tick = tokio::time::interval(self.cfg.heartbeat);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -469,14 +469,12 @@ impl Agent {
         let mut seq = 0u64;
         let mut last_ack = tokio::time::Instant::now();
         loop {
-            for (mid, kind, body) in self.outbox.pending() {
-                if sent.insert(mid) {
-                    send!(AgentFrame::Msg {
-                        id: mid,
-                        kind,
-                        body
-                    });
-                }
+            for (mid, kind, body) in self.outbox.take_unsent() {
+                send!(AgentFrame::Msg {
+                    id: mid,
+                    kind,
+                    body
+                });
             }
             tokio::select! {
                 _ = self.outbox.changed() => {}
@@ -698,7 +696,6 @@ impl Agent {
         let (outbox, runs, running) =
             (self.outbox.clone(), self.runs.clone(), self.running.clone());
         tokio::spawn(async move {
-            use base64::Engine as _;
             while let Some(ev) = rx.recv().await {
                 match ev {
                     RunEvent::Started { pid, started_ms } => {
@@ -717,13 +714,7 @@ impl Agent {
                             Stream::Stdout => "stdout",
                             Stream::Stderr => "stderr",
                         };
-                        outbox.push(
-                            "run.output",
-                            serde_json::json!({"task": task, "attempt": attempt, "stream": stream,
-                                "offset": offset,
-                                "data": base64::engine::general_purpose::STANDARD.encode(&data)}),
-                            false,
-                        );
+                        outbox.push_output(task, attempt, stream, offset, &data);
                     }
                     RunEvent::Finished {
                         outcome,

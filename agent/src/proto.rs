@@ -28,6 +28,14 @@
 //! server id in its state directory before acknowledging, so an agent restart does not
 //! deliver a message twice either.
 //!
+//! An acknowledgement names one message, not every message up to it, and says the
+//! receiver has taken it for good: the server acknowledges a task report (`run.started`,
+//! `run.output`, `run.finished`) only once it is stored durably, so its acknowledgement
+//! may come after later messages were sent. The server acknowledges in the order the
+//! messages arrived. A message the server received but did not acknowledge (it died
+//! first) is sent again and taken once: results by the task's rules, output by its
+//! offset in its stream.
+//!
 //! # Signed work
 //! The server signs every `run` message with its task key (Ed25519; the private half in
 //! the server's `<data>/task-signing.key`). The agent learns the public half when it

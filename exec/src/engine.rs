@@ -7,9 +7,10 @@
 //! `run` message acknowledged by an agent; an agent lost; a health gate answered.
 //! Every change is recorded in the open batch; one writer ([`Engine::run`]) writes the
 //! batch in one transaction ([`taskdb::write`]), then lets the scheduler dispatch what
-//! may start. Callers that must not answer before the change is durable (an agent's
-//! result is acknowledged only once written, so the agent replays it otherwise) wait
-//! for their batch with [`Engine::flushed`].
+//! may start. Callers that must not answer before the change is durable wait for their
+//! batch: [`Engine::flushed`] for one, or [`Engine::flushed_watch`] to follow the
+//! batches as they are written. Every agent report (results and output alike) is
+//! acknowledged only once its batch is written, so the agent replays it otherwise.
 //!
 //! Rules kept here:
 //! - A task is written (with its audit entry) before anything of it is dispatched.
@@ -17,6 +18,11 @@
 //! - A final host state never moves: a replayed or late report changes nothing.
 //! - A report is accepted only from the host it is about (the channel authenticates
 //!   the agent), for the attempt that was sent.
+//! - Output is taken once per byte: each stream's chunks are placed by their offset, and
+//!   what lies below the end already taken (a chunk replayed after a reconnect or a
+//!   restart) is dropped, so it is neither stored nor counted against `max_output`
+//!   twice. The end is kept per host and stream, and after a restart read back from the
+//!   stored chunks.
 //! - After a restart, hosts that were sent work but had not acknowledged it are sent it
 //!   again (same task and attempt: the agent runs each once); hosts whose agent is
 //!   lost end `agent_lost`; the rest wait for the agents' replayed reports.
@@ -125,6 +131,9 @@ struct HostRun {
     error: Option<String>,
     truncated: bool,
     out_bytes: u64,
+    /// Per stream (stdout, stderr): where the output taken so far ends. A chunk below it
+    /// was taken already.
+    out_end: [u64; 2],
     updated_at: i64,
     /// When the work was (last) sent, while it waits for the agent's acknowledgement.
     sent_at: Option<std::time::Instant>,
@@ -296,7 +305,21 @@ impl Engine {
             ..Inner::default()
         };
         for (row, hosts) in taskdb::unfinished(&pool).await? {
-            let task = restore(row, hosts)?;
+            let mut task = restore(row, hosts)?;
+            // Where each stream's stored output ends: replayed chunks below it are in.
+            for (idx, attempt, stream, end) in taskdb::output_ends(&pool, task.id).await? {
+                let (Some(h), Some(k)) = (
+                    usize::try_from(idx)
+                        .ok()
+                        .and_then(|i| task.hosts.get_mut(i)),
+                    stream_index(&stream),
+                ) else {
+                    continue;
+                };
+                if i64::from(h.attempt) == attempt {
+                    h.out_end[k] = u64::try_from(end).unwrap_or(0);
+                }
+            }
             for (i, st) in task.sched.hosts.iter().enumerate() {
                 if st.in_flight() {
                     inner.busy.insert(task.hosts[i].host, task.id);
@@ -335,6 +358,13 @@ impl Engine {
         let mut rx = self.flushed.subscribe();
         // The sender lives as long as the engine.
         let _ = rx.wait_for(|v| *v >= n).await;
+    }
+
+    /// The number of the last batch written, as it changes: batch `n` (and every batch
+    /// before it) is durable once the value is `n` or more. For a caller that owes
+    /// answers for many batches and must not wait for each in turn.
+    pub fn flushed_watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.flushed.subscribe()
     }
 
     /// Marks the open batch changed and returns its number.
@@ -380,6 +410,7 @@ impl Engine {
                 error: None,
                 truncated: false,
                 out_bytes: 0,
+                out_end: [0, 0],
                 updated_at: now,
                 sent_at: None,
                 restored_at: None,
@@ -547,13 +578,31 @@ impl Engine {
     }
 
     /// A message from a host's agent. Returns the batch to wait for before the message
-    /// may be acknowledged (`None`: nothing to wait for).
+    /// may be acknowledged; `None` when it is no task report (no task and attempt).
+    ///
+    /// Every report waits for the batch open now, taken or not: what it was judged
+    /// against may itself not be written yet (a final state, output taken from an
+    /// earlier copy of the same message, a task that just finished and left memory), and
+    /// batches are written in order.
     pub fn agent_message(&self, host: HostId, kind: &str, body: &serde_json::Value) -> Option<u64> {
         let (Some(task), Some(attempt)) = (body["task"].as_i64(), body["attempt"].as_u64()) else {
             return None;
         };
         let mut inner = self.lock();
-        let inner = &mut *inner;
+        self.report(&mut inner, host, task, attempt, kind, body);
+        Some(self.changed(&mut inner))
+    }
+
+    /// Takes a report into the open batch, or ignores it (see [`Engine::agent_message`]).
+    fn report(
+        &self,
+        inner: &mut Inner,
+        host: HostId,
+        task: i64,
+        attempt: u64,
+        kind: &str,
+        body: &serde_json::Value,
+    ) -> Option<()> {
         let Some(t) = inner.tasks.get_mut(&task) else {
             // A finished task (or one that never was): its hosts' states are final.
             return None;
@@ -575,17 +624,29 @@ impl Engine {
             }
             "run.output" => {
                 use base64::Engine as _;
-                let stream = match body["stream"].as_str() {
-                    Some("stdout") => "stdout",
-                    Some("stderr") => "stderr",
+                let (stream, k) = match body["stream"].as_str() {
+                    Some("stdout") => ("stdout", 0),
+                    Some("stderr") => ("stderr", 1),
                     _ => return None,
                 };
-                let offset = body["offset"].as_i64()?;
+                let mut offset = body["offset"].as_u64()?;
                 let Ok(mut data) = base64::engine::general_purpose::STANDARD
                     .decode(body["data"].as_str().unwrap_or_default())
                 else {
                     return None;
                 };
+                let end = offset.checked_add(data.len() as u64)?;
+                i64::try_from(end).ok()?;
+                let taken = t.hosts[i].out_end[k];
+                if end <= taken {
+                    // Taken already (a replay).
+                    return None;
+                }
+                if offset < taken {
+                    data.drain(..usize::try_from(taken - offset).unwrap_or(data.len()));
+                    offset = taken;
+                }
+                t.hosts[i].out_end[k] = end;
                 let room = (t.spec.max_output as u64).saturating_sub(t.hosts[i].out_bytes);
                 if data.len() as u64 > room {
                     data.truncate(usize::try_from(room).unwrap_or(0));
@@ -602,7 +663,8 @@ impl Engine {
                         idx: i as i64,
                         attempt: i64::from(t.hosts[i].attempt),
                         stream,
-                        offset,
+                        // Below `end`, checked above.
+                        offset: i64::try_from(offset).unwrap_or(i64::MAX),
                         data,
                     });
                 }
@@ -629,7 +691,7 @@ impl Engine {
             }
             _ => return None,
         }
-        Some(self.changed(inner))
+        Some(())
     }
 
     /// A host's agent is lost: its work in flight ends `agent_lost`.
@@ -687,8 +749,8 @@ impl Engine {
     }
 
     /// Writes what is not written yet (at shutdown, after [`Engine::run`] stopped):
-    /// output chunks already acknowledged to the agents, and states changed since the
-    /// last batch.
+    /// output chunks and states changed since the last batch. Their messages were not
+    /// acknowledged (the agents would replay them); writing them spares the replay.
     pub async fn flush(&self) -> Result<(), DbError> {
         let w = {
             let mut inner = self.lock();
@@ -1023,6 +1085,15 @@ fn take_batch(inner: &mut Inner) -> Write {
     w
 }
 
+/// Index of an output stream in [`HostRun::out_end`].
+fn stream_index(stream: &str) -> Option<usize> {
+    match stream {
+        "stdout" => Some(0),
+        "stderr" => Some(1),
+        _ => None,
+    }
+}
+
 /// Rebuilds an unfinished task from its rows.
 fn restore(row: TaskRow, rows: Vec<HostRow>) -> Result<Task, DbError> {
     let bad = |why: String| DbError::Invalid(format!("task {}: {why}", row.id));
@@ -1063,6 +1134,8 @@ fn restore(row: TaskRow, rows: Vec<HostRow>) -> Result<Task, DbError> {
             error: r.error,
             truncated: r.truncated,
             out_bytes: u64::try_from(r.out_bytes).unwrap_or(0),
+            // Read from the stored output by `Engine::open`.
+            out_end: [0, 0],
             updated_at: r.updated_at,
             sent_at: None,
             restored_at: st.in_flight().then(std::time::Instant::now),
@@ -1086,4 +1159,210 @@ fn restore(row: TaskRow, rows: Vec<HostRow>) -> Result<Task, DbError> {
         dirty: false,
         dirty_hosts: Vec::new(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sched::Limit;
+
+    /// A channel to one always connected agent, recording what is pushed to it.
+    #[derive(Default)]
+    struct Agents {
+        pushed: Mutex<Vec<(HostId, String)>>,
+    }
+
+    impl Channel for Agents {
+        fn push(&self, host: HostId, kind: &str, _body: serde_json::Value) -> Result<(), String> {
+            self.pushed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((host, kind.to_string()));
+            Ok(())
+        }
+        fn reachable(&self, _host: HostId) -> Result<(), String> {
+            Ok(())
+        }
+        fn ack_timeout(&self) -> Duration {
+            Duration::from_secs(3600)
+        }
+        fn connected(&self, _host: HostId) -> bool {
+            true
+        }
+    }
+
+    struct NoGate;
+
+    impl Gate for NoGate {
+        fn check(&self, _query: &str) -> GateAnswer {
+            Box::pin(async { Ok(None) })
+        }
+    }
+
+    fn spec(max_output: usize) -> TaskSpec {
+        TaskSpec {
+            target: "h1".into(),
+            interpreter: "bash".into(),
+            script: "echo hi".into(),
+            recipe: None,
+            params: BTreeMap::new(),
+            env: Vec::new(),
+            user: None,
+            timeout_ms: 60_000,
+            rollout: Rollout {
+                concurrency: Limit::Count(1),
+                batch: None,
+                canary: 0,
+                max_fail: Limit::Count(0),
+                gated: false,
+            },
+            gate: None,
+            max_output,
+            retry_of: None,
+        }
+    }
+
+    fn chunk(stream: &str, offset: u64, data: &[u8]) -> serde_json::Value {
+        use base64::Engine as _;
+        serde_json::json!({"task": 1, "attempt": 1, "stream": stream, "offset": offset,
+            "data": base64::engine::general_purpose::STANDARD.encode(data)})
+    }
+
+    /// An engine on `pool`, running, whose task 1 (on host 7) has been sent to its agent
+    /// and acknowledged; the writer is stopped again, so nothing is written until the
+    /// caller starts it.
+    async fn engine_with_a_running_host(
+        pool: &SqlitePool,
+        create: bool,
+    ) -> (Arc<Engine>, Arc<Agents>) {
+        let agents = Arc::new(Agents::default());
+        let engine = Engine::open(pool.clone(), agents.clone(), Arc::new(NoGate))
+            .await
+            .expect("open");
+        if create {
+            let id = engine
+                .create(NewTask {
+                    spec: spec(30),
+                    hosts: vec![(7, "h1".into())],
+                    creator: "test".into(),
+                })
+                .await
+                .expect("create");
+            assert_eq!(id, 1);
+            let writer = tokio::spawn(engine.clone().run());
+            let mut written = engine.flushed_watch();
+            while agents.pushed.lock().expect("lock").is_empty() {
+                tokio::task::yield_now().await;
+            }
+            // Batches are written in order: once the report's is, so is the dispatch.
+            engine.acknowledged(7, &serde_json::json!({"task": 1, "attempt": 1}));
+            let b = engine
+                .agent_message(
+                    7,
+                    "run.started",
+                    &serde_json::json!({"task": 1, "attempt": 1}),
+                )
+                .expect("a batch");
+            written.wait_for(|w| *w >= b).await.expect("written");
+            writer.abort();
+            let _ = writer.await;
+        }
+        (engine, agents)
+    }
+
+    async fn stored(pool: &SqlitePool) -> (String, String, i64, bool) {
+        let mut out = (String::new(), String::new());
+        for (stream, _, data) in taskdb::output(pool, 1, 0, 1).await.expect("output") {
+            let s = if stream == "stdout" {
+                &mut out.0
+            } else {
+                &mut out.1
+            };
+            s.push_str(&String::from_utf8_lossy(&data));
+        }
+        let h = taskdb::host_by_name(pool, 1, "h1")
+            .await
+            .expect("host")
+            .expect("h1");
+        (out.0, out.1, h.out_bytes, h.truncated)
+    }
+
+    #[tokio::test]
+    async fn output_is_durable_once_its_batch_is_written_and_replays_are_taken_once() {
+        let dir = tempfile::tempdir().expect("dir");
+        let pool = taskdb::open(&dir.path().join("exec.db")).await.expect("db");
+        let (engine, _agents) = engine_with_a_running_host(&pool, true).await;
+        let written = engine.flushed_watch();
+
+        // Taken into the open batch: not written, and the batch to wait for is ahead of
+        // the last one written.
+        let b1 = engine
+            .agent_message(7, "run.output", &chunk("stdout", 0, b"hello "))
+            .expect("a batch");
+        assert!(*written.borrow() < b1);
+        assert_eq!(stored(&pool).await.0, "");
+        // The same chunk again (sent again after a reconnect), and one overlapping it:
+        // only the new bytes are taken.
+        let b2 = engine
+            .agent_message(7, "run.output", &chunk("stdout", 0, b"hello "))
+            .expect("a batch for a replay too");
+        assert!(b2 >= b1);
+        engine
+            .agent_message(7, "run.output", &chunk("stdout", 3, b"lo world\n"))
+            .expect("a batch");
+        engine
+            .agent_message(7, "run.output", &chunk("stderr", 0, b"oops\n"))
+            .expect("a batch");
+
+        // Once the batch is written, so is everything taken with it.
+        let writer = tokio::spawn(engine.clone().run());
+        let mut w = engine.flushed_watch();
+        w.wait_for(|v| *v >= b2).await.expect("written");
+        assert_eq!(
+            stored(&pool).await,
+            ("hello world\n".into(), "oops\n".into(), 17, false)
+        );
+        writer.abort();
+        let _ = writer.await;
+        drop(engine);
+
+        // A restarted server: the agent replays what it had no acknowledgement for.
+        let (engine, _agents) = engine_with_a_running_host(&pool, false).await;
+        for (stream, offset, data) in [
+            ("stdout", 0, &b"hello "[..]),
+            ("stdout", 6, b"world\n"),
+            ("stderr", 0, b"oops\n"),
+            ("stdout", 12, b"more\n"),
+        ] {
+            engine
+                .agent_message(7, "run.output", &chunk(stream, offset, data))
+                .expect("a batch");
+        }
+        // Beyond `max_output` (30 bytes): kept up to it, marked truncated.
+        let last = engine
+            .agent_message(7, "run.output", &chunk("stdout", 17, b"0123456789abcdef"))
+            .expect("a batch");
+        let writer = tokio::spawn(engine.clone().run());
+        let mut w = engine.flushed_watch();
+        w.wait_for(|v| *v >= last).await.expect("written");
+        assert_eq!(
+            stored(&pool).await,
+            (
+                "hello world\nmore\n01234567".into(),
+                "oops\n".into(),
+                30,
+                true
+            )
+        );
+        // Reports judged against what may not be written yet wait for the open batch too;
+        // only a message that is no task report has nothing to wait for.
+        let open = engine.lock().batch;
+        let finished = serde_json::json!({"task": 99, "attempt": 1, "outcome": "succeeded"});
+        assert!(engine.agent_message(7, "run.finished", &finished) >= Some(open));
+        assert_eq!(
+            engine.agent_message(7, "run.output", &serde_json::json!({})),
+            None
+        );
+        writer.abort();
+    }
 }

@@ -405,6 +405,21 @@ pub async fn output(
     .await?)
 }
 
+/// Where each stream's stored output of a task ends, per host and attempt: (idx,
+/// attempt, stream, end offset).
+pub async fn output_ends(
+    pool: &SqlitePool,
+    task: i64,
+) -> Result<Vec<(i64, i64, String, i64)>, DbError> {
+    Ok(sqlx::query_as(
+        "SELECT idx, attempt, stream, MAX(offset + length(data)) FROM task_output \
+         WHERE task = $1 GROUP BY idx, attempt, stream",
+    )
+    .bind(task)
+    .fetch_all(pool)
+    .await?)
+}
+
 /// Every version of the user recipes, oldest first: (name, version, created_at,
 /// creator, body).
 pub async fn recipes(

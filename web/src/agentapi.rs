@@ -4,12 +4,25 @@
 //! `POST enroll` takes the enrollment token; everything else takes the agent's secret
 //! (`Authorization: Bearer minos_agent_...`): 401 without a valid one, before anything
 //! is read or changed. The frames are `agent::proto`'s; the state is [`crate::channel`]'s.
+//!
+//! # Acknowledgements
+//! An agent's message is acknowledged only once what it changed is durable: a task
+//! report (`run.started`, `run.output`, `run.finished`) once the task engine's batch
+//! holding it is written; other messages need nothing written. The connection does not
+//! wait for each batch in turn (a host's output would stream at the pace of database
+//! commits): it keeps the acknowledgements it owes (`OwedAcks`) with their batch
+//! numbers and sends them as the engine reports batches written. They leave in the order
+//! the messages arrived, so none is acknowledged before one that came earlier. What a
+//! killed server had not acknowledged, the agent sends again, and the engine takes it
+//! once. Beyond `MAX_OWED_ACKS` owed, the connection waits for the oldest batch before
+//! it reads on.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use agent::proto::{self, AgentFrame, EnrollRequest, EnrollResponse, ServerFrame};
+use agent::proto::{self, AgentFrame, EnrollRequest, EnrollResponse, MsgId, ServerFrame};
 use axum::Json;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::extract::{Path, State};
@@ -279,6 +292,60 @@ async fn serve(st: Arc<AppState>, host: HostId, mut socket: WebSocket) -> Result
     res
 }
 
+/// Acknowledgements a connection owes, in the order their messages arrived, each with
+/// the task engine's batch that must be written first (0: none).
+#[derive(Debug, Default)]
+pub(crate) struct OwedAcks {
+    owed: VecDeque<(u64, MsgId)>,
+}
+
+/// The most acknowledgements one connection owes before it stops reading.
+pub(crate) const MAX_OWED_ACKS: usize = 4096;
+
+impl OwedAcks {
+    /// Message `id` may be acknowledged once batch `batch` is written.
+    pub(crate) fn owe(&mut self, batch: u64, id: MsgId) {
+        self.owed.push_back((batch, id));
+    }
+
+    /// The acknowledgements due now that every batch up to `written` is written, oldest
+    /// first; they stop at the first one still waiting, so none overtakes an earlier one.
+    pub(crate) fn due(&mut self, written: u64) -> Vec<MsgId> {
+        let mut due = Vec::new();
+        while let Some(&(batch, id)) = self.owed.front() {
+            if batch > written {
+                break;
+            }
+            self.owed.pop_front();
+            due.push(id);
+        }
+        due
+    }
+
+    /// The batch the oldest owed acknowledgement waits for.
+    pub(crate) fn first_batch(&self) -> Option<u64> {
+        self.owed.front().map(|&(batch, _)| batch)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.owed.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.owed.is_empty()
+    }
+}
+
+/// The next change of the engine's written batch; never, without an engine to watch.
+async fn batch_written(
+    written: &mut Option<tokio::sync::watch::Receiver<u64>>,
+) -> Result<(), tokio::sync::watch::error::RecvError> {
+    match written {
+        Some(rx) => rx.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn converse(
     st: &AppState,
@@ -302,6 +369,10 @@ async fn converse(
     // A connection silent for three heartbeats is dead even if TCP has not noticed.
     let silence = Duration::from_millis(heartbeat_ms.saturating_mul(3)).max(Duration::from_secs(1));
     let mut deadline = tokio::time::Instant::now() + silence;
+    // Acknowledgements waiting for their batch, and the engine's last batch written
+    // (watched from the first task report on).
+    let mut owed = OwedAcks::default();
+    let mut written: Option<tokio::sync::watch::Receiver<u64>> = None;
     loop {
         for f in hub.outgoing(host, conn) {
             send(socket, &f).await?;
@@ -347,20 +418,28 @@ async fn converse(
                         }
                     }
                     AgentFrame::Msg { id, kind, body } => {
+                        let mut batch = 0;
                         if kind.starts_with("run.") {
                             // A task's report is acknowledged only once written: the
                             // agent replays what is not acknowledged.
                             let Some(exec) = st.exec() else {
                                 continue;
                             };
-                            if let Some(batch) = exec.agent_message(host.0, &kind, &body)
-                                && kind != "run.output"
-                            {
-                                exec.flushed(batch).await;
+                            if let Some(b) = exec.agent_message(host.0, &kind, &body) {
+                                batch = b;
+                                if written.is_none() {
+                                    written = Some(exec.flushed_watch());
+                                }
                             }
                         }
                         hub.received(host, id, kind, body);
-                        send(socket, &ServerFrame::Ack { id }).await?;
+                        owed.owe(batch, id);
+                        if owed.len() > MAX_OWED_ACKS
+                            && let (Some(rx), Some(first)) = (written.as_mut(), owed.first_batch())
+                            && rx.wait_for(|w| *w >= first).await.is_err()
+                        {
+                            return Err("the task engine stopped".into());
+                        }
                     }
                     AgentFrame::Hello { .. } => {
                         hub.counters.bad_frames.fetch_add(1, Ordering::Relaxed);
@@ -368,10 +447,21 @@ async fn converse(
                     }
                 }
             }
+            r = batch_written(&mut written), if !owed.is_empty() => {
+                if r.is_err() {
+                    // Shutting down: what is owed stays unacknowledged, and the agent
+                    // sends it again to the next server.
+                    return Err("the task engine stopped".into());
+                }
+            }
             _ = notify.notified() => {}
             _ = tokio::time::sleep_until(deadline) => {
                 return close(socket, close_code::POLICY, "no heartbeat".into()).await;
             }
+        }
+        let done = written.as_mut().map_or(0, |rx| *rx.borrow_and_update());
+        for id in owed.due(done) {
+            send(socket, &ServerFrame::Ack { id }).await?;
         }
         if !hub.is_current(host, conn) {
             return close(
@@ -526,5 +616,36 @@ pub async fn push(
             ApiError::with_status(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.to_string())
                 .into_response()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acks_wait_for_their_batch_and_leave_in_arrival_order() {
+        let mut owed = OwedAcks::default();
+        let id = |n| MsgId(9, n);
+        // Output in batch 4, a pong (nothing to write), a result in batch 5, output in
+        // batch 5.
+        owed.owe(4, id(1));
+        owed.owe(0, id(2));
+        owed.owe(5, id(3));
+        owed.owe(5, id(4));
+        assert_eq!(owed.first_batch(), Some(4));
+        // Nothing is acknowledged before its batch is written, and the pong does not
+        // overtake the output that came before it.
+        assert_eq!(owed.due(3), vec![]);
+        assert_eq!(owed.len(), 4);
+        assert_eq!(owed.due(4), vec![id(1), id(2)]);
+        assert_eq!(owed.first_batch(), Some(5));
+        assert_eq!(owed.due(4), vec![]);
+        // Batches are written in order: a later one covers the earlier ones.
+        assert_eq!(owed.due(9), vec![id(3), id(4)]);
+        assert!(owed.is_empty());
+        // A message with nothing to write, owed nothing else, is due at once.
+        owed.owe(0, id(5));
+        assert_eq!(owed.due(0), vec![id(5)]);
     }
 }
