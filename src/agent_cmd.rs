@@ -34,6 +34,10 @@ pub struct AgentArgs {
     /// Users tasks may run as (repeat, or comma-separated); none given: any user.
     #[arg(long = "allow-user", value_delimiter = ',')]
     allow_user: Vec<String>,
+    /// A private CA's certificates (PEM) to trust when `--server` is `https://`, besides
+    /// the public web PKI roots.
+    #[arg(long = "tls.ca-file", env = "MINOS_TLS_CA_FILE")]
+    tls_ca_file: Option<PathBuf>,
     /// The proc file system to read.
     #[arg(long, default_value = "/proc", hide = true)]
     proc_root: PathBuf,
@@ -71,6 +75,7 @@ pub fn run(a: AgentArgs) -> Result<()> {
             ..Default::default()
         },
         allowed_users: a.allow_user,
+        tls_ca_file: a.tls_ca_file,
     };
     tracing::info!(
         "agent for {}: server {}, heartbeat {}, metrics every {}",

@@ -31,7 +31,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server: storage engine, ingest and HTTP API.
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
     /// Run a PromQL query against a server and print the result.
     Query(QueryArgs),
     /// List, show and add hosts of the inventory.
@@ -65,6 +65,9 @@ struct QueryArgs {
     /// The server to ask.
     #[arg(long, env = "MINOS_SERVER", default_value = "http://127.0.0.1:9797")]
     server: String,
+    /// A private CA's certificates (PEM) to trust for an `https://` server.
+    #[arg(long = "tls.ca-file", env = "MINOS_TLS_CA_FILE")]
+    tls_ca_file: Option<PathBuf>,
     /// Evaluation time of an instant query: RFC 3339, Unix seconds, `now`, or relative
     /// to now (`-1h`, `now-1h`) [default: now].
     #[arg(long, conflicts_with_all = ["start", "end", "step"])]
@@ -152,6 +155,14 @@ struct ServerArgs {
     /// SIGHUP and `POST /-/reload`.
     #[arg(long = "rules.dir")]
     rules_dir: Option<PathBuf>,
+    /// Serve HTTPS (every endpoint, the agents' channel included) with this certificate
+    /// chain (PEM, the server's certificate first); read again on SIGHUP and
+    /// `POST /-/reload`. Needs `--tls.key-file`.
+    #[arg(long = "tls.cert-file", requires = "tls_key_file")]
+    tls_cert_file: Option<PathBuf>,
+    /// The private key of `--tls.cert-file` (PEM).
+    #[arg(long = "tls.key-file", requires = "tls_cert_file")]
+    tls_key_file: Option<PathBuf>,
     /// How often groups that set no `interval` are evaluated, and the step of subqueries
     /// that give none (`x[1h:]`) [default: 1m].
     #[arg(long = "rules.evaluation-interval")]
@@ -200,6 +211,8 @@ struct FileConfig {
     push_max_series_per_job: Option<usize>,
     push_max_new_series_per_minute: Option<usize>,
     rules_dir: Option<PathBuf>,
+    tls_cert_file: Option<PathBuf>,
+    tls_key_file: Option<PathBuf>,
     rules_evaluation_interval: Option<String>,
     web_external_url: Option<String>,
     rules_alert_for_outage_tolerance: Option<String>,
@@ -401,6 +414,19 @@ fn server(args: ServerArgs) -> Result<()> {
         "push.refresh-interval".into(),
         format_duration(push_refresh.as_millis().try_into().unwrap_or(i64::MAX)),
     ));
+    let tls = match (
+        args.tls_cert_file.or(file.tls_cert_file),
+        args.tls_key_file.or(file.tls_key_file),
+    ) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => {
+            let tls = web::tls::Tls::load(&cert, &key).map_err(anyhow::Error::msg)?;
+            flags.push(("tls.cert-file".into(), cert.display().to_string()));
+            flags.push(("tls.key-file".into(), key.display().to_string()));
+            Some(tls)
+        }
+        _ => bail!("--tls.cert-file and --tls.key-file go together"),
+    };
     let rules_dir = args.rules_dir.or(file.rules_dir);
     if let Some(d) = &rules_dir {
         if !d.is_dir() {
@@ -579,9 +605,16 @@ fn server(args: ServerArgs) -> Result<()> {
         state.set_push(Arc::new(push));
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut rx = stop_rx.clone();
-        let server = tokio::spawn(web::serve(listener, state.clone(), async move {
+        let stopped = async move {
             let _ = rx.wait_for(|v| *v).await;
-        }));
+        };
+        let server = match tls.clone() {
+            Some(tls) => {
+                tracing::info!("serving HTTPS");
+                tokio::spawn(web::tls::serve_tls(listener, state.clone(), tls, stopped))
+            }
+            None => tokio::spawn(web::serve(listener, state.clone(), stopped)),
+        };
         let db_dir = data.clone();
         let db = tokio::task::spawn_blocking(move || tsdb::Db::open(&db_dir, opts))
             .await?
@@ -685,11 +718,19 @@ fn server(args: ServerArgs) -> Result<()> {
             let rules = rules.clone();
             let notifier = notifier.clone();
             let alerting_config = alerting_config.clone();
-            // Rules first, then the notifier's configuration; either refused keeps all.
+            // The TLS pair, the rules, then the notifier's configuration; one refused keeps
+            // the rest as it was.
             let reload_all = move || {
-                let (rules, notifier, alerting_config) =
-                    (rules.clone(), notifier.clone(), alerting_config.clone());
+                let (rules, notifier, alerting_config, tls) = (
+                    rules.clone(),
+                    notifier.clone(),
+                    alerting_config.clone(),
+                    tls.clone(),
+                );
                 async move {
+                    if let Some(tls) = &tls {
+                        tls.reload()?;
+                    }
                     let config = web::alerts::config(alerting_config.as_deref())
                         .map_err(|e| format!("alerting config: {e}"))?;
                     let m = rules.reload().await?;
@@ -892,7 +933,7 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let res = match cli.command {
-        Command::Server(a) => server(a),
+        Command::Server(a) => server(*a),
         Command::Query(a) => query::run(a),
         Command::Hosts(a) => ops_cli::hosts(a),
         Command::Tree(a) => ops_cli::tree(a),
@@ -985,10 +1026,7 @@ mod query {
             form.push(("timeout", t.clone()));
         }
         let url = format!("{}{}", a.server.trim_end_matches('/'), path);
-        let client = reqwest::blocking::Client::builder()
-            .no_proxy()
-            .build()
-            .context("cannot build the HTTP client")?;
+        let client = crate::ops_cli::http_client(a.tls_ca_file.as_deref(), None)?;
         let resp = client
             .post(&url)
             .form(&form)

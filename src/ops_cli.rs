@@ -23,6 +23,26 @@ pub struct Conn {
     /// `<data>/admin.token`).
     #[arg(long, global = true, env = "MINOS_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// A private CA's certificates (PEM) to trust for an `https://` server, besides the
+    /// public web PKI roots.
+    #[arg(long = "tls.ca-file", global = true, env = "MINOS_TLS_CA_FILE")]
+    tls_ca_file: Option<std::path::PathBuf>,
+}
+
+/// A blocking HTTP client for the server at `--server`, trusting `ca_file` besides the
+/// public web PKI roots.
+pub(crate) fn http_client(
+    ca_file: Option<&std::path::Path>,
+    timeout: Option<std::time::Duration>,
+) -> Result<reqwest::blocking::Client> {
+    let tls = agent::tls::client_config(ca_file).map_err(|e| anyhow!("--tls.ca-file {e}"))?;
+    let mut b = reqwest::blocking::Client::builder()
+        .no_proxy()
+        .use_preconfigured_tls(tls);
+    if let Some(t) = timeout {
+        b = b.timeout(t);
+    }
+    b.build().context("cannot build the HTTP client")
 }
 
 #[derive(clap::Args, Debug)]
@@ -112,10 +132,10 @@ impl Client {
                  one to <data>/admin.token)"
             )
         })?;
-        let http = reqwest::blocking::Client::builder()
-            .timeout(std::time::Duration::from_secs(60))
-            .build()
-            .context("cannot build the HTTP client")?;
+        let http = http_client(
+            c.tls_ca_file.as_deref(),
+            Some(std::time::Duration::from_secs(60)),
+        )?;
         Ok(Client {
             base: c.server.trim_end_matches('/').to_string(),
             token,

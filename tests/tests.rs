@@ -39,3 +39,6 @@ mod tasks;
 
 // Alerting: rules in a real server, alert states across restarts, reloads, HostLost.
 mod alerting;
+
+// HTTPS: the server's certificate, agents and clients trusting a private CA.
+mod tls;

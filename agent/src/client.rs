@@ -58,6 +58,9 @@ pub struct Config {
     pub roots: facts::Roots,
     /// The users tasks may run as (empty: any).
     pub allowed_users: Vec<String>,
+    /// A private CA's certificates (PEM) to trust for an `https://` server, besides
+    /// the public web PKI roots.
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 /// The agent's credential, as stored in `identity.json`.
@@ -199,6 +202,8 @@ enum Ended {
 struct Agent {
     cfg: Config,
     http: reqwest::Client,
+    /// The TLS configuration of the channel (`wss://`).
+    tls: Arc<rustls::ClientConfig>,
     identity: Shared<Option<Identity>>,
     /// Messages to the server not yet acknowledged, in order.
     outbox: Arc<Outbox>,
@@ -246,10 +251,13 @@ pub async fn run(cfg: Config) -> Result<(), String> {
             spool.bytes()
         );
     }
+    let tls = crate::tls::client_config(cfg.tls_ca_file.as_deref())?;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
+        .use_preconfigured_tls(tls.clone())
         .build()
         .map_err(|e| format!("HTTP client: {e}"))?;
+    let tls = Arc::new(tls);
     let incarnation = now_ms();
     let outbox = Arc::new(Outbox::open(&cfg.state_dir, incarnation)?);
     // Scripts that were running when the agent stopped: their results are lost, say so.
@@ -293,6 +301,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     };
     let agent = Arc::new(Agent {
         http,
+        tls,
         identity: Shared::new(identity),
         outbox,
         runs: Arc::default(),
@@ -344,7 +353,7 @@ impl Agent {
             .json(&req)
             .send()
             .await
-            .map_err(|e| format!("enrolling: {e}"))?;
+            .map_err(|e| format!("enrolling: {}", crate::tls::error_chain(&e)))?;
         let status = resp.status();
         if !status.is_success() {
             let text = resp.text().await.unwrap_or_default();
@@ -430,7 +439,12 @@ impl Agent {
         let config = tungstenite::protocol::WebSocketConfig::default()
             .max_message_size(Some(proto::MAX_FRAME_BYTES))
             .max_frame_size(Some(proto::MAX_FRAME_BYTES));
-        let connect = tokio_tungstenite::connect_async_with_config(req, Some(config), true);
+        let connect = tokio_tungstenite::connect_async_tls_with_config(
+            req,
+            Some(config),
+            true,
+            Some(tokio_tungstenite::Connector::Rustls(self.tls.clone())),
+        );
         let mut ws = match tokio::time::timeout(Duration::from_secs(10), connect).await {
             Err(_) => return Ended::Other("connecting: timed out".into()),
             Ok(Err(tungstenite::Error::Http(resp))) if resp.status() == 401 => {
@@ -838,7 +852,7 @@ impl Agent {
                 Pushed::Refused(format!("{s}: {}", r.text().await.unwrap_or_default()))
             }
             Ok(r) => Pushed::Later(r.status().to_string()),
-            Err(e) => Pushed::Later(e.to_string()),
+            Err(e) => Pushed::Later(crate::tls::error_chain(&e)),
         }
     }
 }

@@ -17,3 +17,4 @@ pub mod outbox;
 pub mod proto;
 pub mod push;
 pub mod spool;
+pub mod tls;

@@ -36,6 +36,7 @@ pub mod rules;
 pub mod slots;
 pub mod status;
 pub mod tasks;
+pub mod tls;
 pub mod write;
 
 use std::net::SocketAddr;
