@@ -498,6 +498,11 @@ enum TokenCmd {
         /// admin, api or enroll.
         #[arg(long, default_value = "api")]
         kind: String,
+        /// Scope an api token to a node of the service tree and what is below it:
+        /// `/sre/minos=run` (run and steer tasks there) or `/shop=read` (see hosts and
+        /// tasks); repeatable. Without any, an api token reaches every host.
+        #[arg(long = "grant", value_name = "PATH=ROLE")]
+        grants: Vec<String>,
         /// What the token is for.
         name: String,
     },
@@ -513,12 +518,19 @@ enum TokenCmd {
 pub fn token(a: TokenArgs) -> Result<()> {
     let c = Client::new(&a.conn)?;
     match a.cmd {
-        TokenCmd::Create { kind, name } => {
-            let d = c.call(
-                reqwest::Method::POST,
-                "/tokens",
-                Some(json!({"kind": kind, "name": name})),
-            )?;
+        TokenCmd::Create { kind, grants, name } => {
+            let mut body = json!({"kind": kind, "name": name});
+            if !grants.is_empty() {
+                let mut list = Vec::with_capacity(grants.len());
+                for g in &grants {
+                    let (node, role) = g.rsplit_once('=').ok_or_else(|| {
+                        anyhow!("--grant {g:?}: expected PATH=ROLE, e.g. /sre/minos=run")
+                    })?;
+                    list.push(json!({"node": node, "role": role}));
+                }
+                body["grants"] = json!(list);
+            }
+            let d = c.call(reqwest::Method::POST, "/tokens", Some(body))?;
             println!("{}", d["token"].as_str().unwrap_or(""));
         }
         TokenCmd::List { json } => {
@@ -527,11 +539,23 @@ pub fn token(a: TokenArgs) -> Result<()> {
                 println!("{d}");
                 return Ok(());
             }
-            let mut out = String::from("ID\tKIND\tSTATE\tNAME\n");
+            let mut out = String::from("ID\tKIND\tSTATE\tNAME\tGRANTS\n");
             for t in d["tokens"].as_array().into_iter().flatten() {
+                let grants: Vec<String> = t["grants"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|g| {
+                        format!(
+                            "{}={}",
+                            g["node"].as_str().unwrap_or(""),
+                            g["role"].as_str().unwrap_or("")
+                        )
+                    })
+                    .collect();
                 let _ = writeln!(
                     out,
-                    "{}\t{}\t{}\t{}",
+                    "{}\t{}\t{}\t{}\t{}",
                     t["id"],
                     t["kind"].as_str().unwrap_or(""),
                     if t["revoked"].is_null() {
@@ -539,7 +563,12 @@ pub fn token(a: TokenArgs) -> Result<()> {
                     } else {
                         "revoked"
                     },
-                    t["name"].as_str().unwrap_or("")
+                    t["name"].as_str().unwrap_or(""),
+                    if grants.is_empty() {
+                        "-".to_string()
+                    } else {
+                        grants.join(",")
+                    }
                 );
             }
             print!("{out}");

@@ -1017,3 +1017,155 @@ fn minos_run_follows_a_task_prints_each_hosts_output_and_exits_by_outcome() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("audit chain intact"), "{out}");
 }
+
+/// Permissions on the service tree: a token scoped to `/sre/minos` (run) and `/shop`
+/// (read) runs tasks below `/sre/minos` only, sees the hosts and tasks below both and
+/// nothing else, and cannot change the inventory or read the audit trail.
+#[test]
+fn scoped_tokens_reach_only_the_hosts_below_their_grants() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (s, admin, _, _agents) = cluster(dir.path(), 3, &[]);
+    let post =
+        |path: &str, token: &str, body: Value| send(&s, reqwest::Method::POST, path, token, body);
+    for (parent, name, kind) in [
+        ("", "sre", "team"),
+        ("/sre", "minos", "service"),
+        ("/sre/minos", "web", "module"),
+        ("", "shop", "team"),
+    ] {
+        let (code, v) = post(
+            "/api/ops/v1/tree/nodes",
+            &admin,
+            json!({"parent": parent, "name": name, "kind": kind}),
+        );
+        assert_eq!(code, 200, "{v}");
+    }
+    for (h, node) in [("h1", "/sre/minos/web"), ("h2", "/shop")] {
+        let (code, v) = post(
+            "/api/ops/v1/attach",
+            &admin,
+            json!({"host": h, "node": node}),
+        );
+        assert_eq!(code, 200, "{v}");
+    }
+    let (code, out, err) = cli(
+        &s,
+        &admin,
+        &[
+            "token",
+            "create",
+            "deployer",
+            "--grant",
+            "/sre/minos=run",
+            "--grant",
+            "/shop=read",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let scoped = out.trim().to_string();
+    let (code, out, err) = cli(&s, &admin, &["token", "list"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("deployer") && out.contains("/sre/minos=run,/shop=read"),
+        "{out}"
+    );
+
+    // Hosts: only those below a grant.
+    let (code, v) = call(&s, "/api/ops/v1/hosts", Some(&scoped));
+    assert_eq!(code, 200, "{v}");
+    let names: Vec<&str> = v["data"]["hosts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|h| h["hostname"].as_str())
+        .collect();
+    assert_eq!(names, ["h1", "h2"]);
+
+    // Run where the token may; refused, with nothing run, where it may not.
+    let id = task(
+        &s,
+        &scoped,
+        json!({"target": "h1", "script": "echo scoped"}),
+    );
+    let t = wait_task(&s, &scoped, id, &["succeeded"]);
+    assert_eq!(t["created_by"], "api:deployer", "{t}");
+    for (target, named) in [("h2", "h2"), ("*", "h2, h3")] {
+        let (code, v) = create(&s, &scoped, json!({"target": target, "script": "echo no"}));
+        assert_eq!(code, 403, "{v}");
+        assert!(
+            v["error"].as_str().is_some_and(|e| e.contains(named)),
+            "{v}"
+        );
+    }
+    let (code, v) = call(&s, "/api/ops/v1/tasks", Some(&admin));
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["data"]["tasks"].as_array().map(Vec::len), Some(1), "{v}");
+
+    // Another team's task is invisible and out of reach.
+    let other = task(&s, &admin, json!({"target": "h3", "script": "sleep 30"}));
+    for path in [
+        format!("/api/ops/v1/tasks/{other}"),
+        format!("/api/ops/v1/tasks/{other}/output"),
+    ] {
+        let (code, v) = call(&s, &path, Some(&scoped));
+        assert_eq!(code, 403, "{path}: {v}");
+    }
+    let (code, v) = act(&s, &scoped, other, "cancel");
+    assert_eq!(code, 403, "{v}");
+    let (code, v) = call(&s, "/api/ops/v1/tasks", Some(&scoped));
+    assert_eq!(code, 200, "{v}");
+    let ids: Vec<i64> = v["data"]["tasks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["id"].as_i64())
+        .collect();
+    assert_eq!(ids, [id], "{v}");
+    let (code, v) = act(&s, &admin, other, "cancel");
+    assert_eq!(code, 200, "{v}");
+
+    // The inventory, the audit trail and tokens need an unscoped token.
+    let (code, v) = post(
+        "/api/ops/v1/tree/nodes",
+        &scoped,
+        json!({"parent": "/sre", "name": "x", "kind": "service"}),
+    );
+    assert_eq!(code, 403, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("scoped token")),
+        "{v}"
+    );
+    for path in ["/api/ops/v1/audit", "/api/ops/v1/tokens"] {
+        let (code, v) = call(&s, path, Some(&scoped));
+        assert_eq!(code, 403, "{path}: {v}");
+    }
+
+    // Bad grants are refused and create nothing.
+    for (grants, what) in [
+        (json!([{"node": "/nowhere", "role": "run"}]), "no such node"),
+        (json!([{"node": "/shop", "role": "root"}]), "unknown role"),
+        (
+            json!([{"node": "/shop", "role": "read"}, {"node": "/shop", "role": "run"}]),
+            "one role per node",
+        ),
+    ] {
+        let (code, v) = post(
+            "/api/ops/v1/tokens",
+            &admin,
+            json!({"kind": "api", "name": "bad", "grants": grants}),
+        );
+        assert_eq!(code, 400, "{v}");
+        assert!(v["error"].as_str().is_some_and(|e| e.contains(what)), "{v}");
+    }
+    let (code, v) = post(
+        "/api/ops/v1/tokens",
+        &admin,
+        json!({"kind": "enroll", "name": "bad", "grants": [{"node": "/shop", "role": "read"}]}),
+    );
+    assert_eq!(code, 400, "{v}");
+    let (code, v) = call(&s, "/api/ops/v1/tokens", Some(&admin));
+    assert_eq!(code, 200, "{v}");
+    assert!(!v.to_string().contains("\"bad\""), "{v}");
+}

@@ -23,5 +23,5 @@ pub use agents::{AgentRecord, AgentStatus, Enrolled};
 pub use documents::Document;
 pub use selector::{Selector, SelectorError};
 pub use store::{Store, StoreError};
-pub use tokens::{TokenInfo, TokenKind};
+pub use tokens::{Grant, Role, TokenInfo, TokenKind};
 pub use tree::{HostId, Inventory, NodeId, TreeError};

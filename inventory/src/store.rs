@@ -23,6 +23,9 @@
 //!        facts_at, status, status_at, last_seen) status: enrolled | online | lost
 //! documents(kind, name, body,                   texts other subsystems keep here (see
 //!           updated_at, updated_by)             crate::documents); PK (kind, name)
+//! token_grants(token_id, node_id, role)         a scoped api token's grants (see
+//!                                               crate::tokens); PK (token_id, node_id);
+//!                                               role: read | run; dropped with the node
 //! ```
 //! Loading checks every rule again ([`Inventory::from_parts`]): a database edited into an
 //! invalid state is refused with the row named, never half-loaded.
@@ -37,7 +40,7 @@ use crate::tree::{Host, HostId, Inventory, Node, NodeId, TreeError};
 
 const SCHEMA_VERSION: i64 = 1;
 
-const SCHEMA: [&str; 9] = [
+const SCHEMA: [&str; 10] = [
     "CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS nodes (id BIGINT PRIMARY KEY, parent BIGINT NULL, \
      name TEXT NOT NULL, kind TEXT NOT NULL, owners TEXT NOT NULL DEFAULT '')",
@@ -57,6 +60,8 @@ const SCHEMA: [&str; 9] = [
     "CREATE TABLE IF NOT EXISTS documents (kind TEXT NOT NULL, name TEXT NOT NULL, \
      body TEXT NOT NULL, updated_at BIGINT NOT NULL, updated_by TEXT NOT NULL, \
      PRIMARY KEY (kind, name))",
+    "CREATE TABLE IF NOT EXISTS token_grants (token_id BIGINT NOT NULL, \
+     node_id BIGINT NOT NULL, role TEXT NOT NULL, PRIMARY KEY (token_id, node_id))",
 ];
 
 /// Why a store operation failed.
@@ -192,6 +197,11 @@ impl Store {
         inv.remove_node(node)?;
         let mut tx = self.pool.begin().await?;
         sqlx::query("DELETE FROM node_tags WHERE node_id = $1")
+            .bind(id(node.0))
+            .execute(&mut *tx)
+            .await?;
+        // A grant must not pass to a later node that gets the same id.
+        sqlx::query("DELETE FROM token_grants WHERE node_id = $1")
             .bind(id(node.0))
             .execute(&mut *tx)
             .await?;

@@ -4,6 +4,13 @@
 //! Every call needs `Authorization: Bearer <token>` with an admin or api token (see
 //! `inventory::tokens`): 401 without one or with an unknown or revoked one, 403 with an
 //! enrollment token. Errors use the same JSON envelope as the Prometheus API.
+//!
+//! A *scoped* api token (grants on nodes of the service tree) is let through only to
+//! what [`scoped_may_call`] lists: reading hosts, the tree, tasks, recipes, alerts and
+//! silences; running and steering tasks; acknowledging alerts and silencing them. The
+//! handlers then keep it to the hosts below its grants (`read` to see a host and its
+//! tasks, `run` to run and steer tasks on it). Changing the inventory, the rules, the
+//! recipes or the tokens, and reading the audit trail, need an unscoped token.
 
 use std::sync::Arc;
 
@@ -41,7 +48,21 @@ pub async fn require_token(
     };
     match store.check_token(token).await {
         Ok(Some(t)) if t.kind == TokenKind::Admin || t.kind == TokenKind::Api => {
-            // Handlers that need more (token management) look at the caller's token.
+            let path = req.uri().path();
+            if t.scoped() && !scoped_may_call(req.method(), path) {
+                return ApiError::with_status(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    format!(
+                        "{} {path}: a scoped token (grants on parts of the service tree) \
+                         cannot do this; it needs an unscoped api token",
+                        req.method()
+                    ),
+                )
+                .into_response();
+            }
+            // Handlers that need more (token management, scopes) look at the caller's
+            // token.
             req.extensions_mut().insert(t);
             next.run(req).await
         }
@@ -54,6 +75,70 @@ pub async fn require_token(
         Ok(None) => unauthorized("unknown or revoked token"),
         Err(e) => ApiError::internal(e.to_string()).into_response(),
     }
+}
+
+/// What a scoped token may call (the path with or without the `/api/ops/v1` prefix).
+pub(crate) fn scoped_may_call(method: &axum::http::Method, path: &str) -> bool {
+    use axum::http::Method;
+    let p = path.strip_prefix("/api/ops/v1").unwrap_or(path);
+    let seg: Vec<&str> = p.trim_matches('/').split('/').collect();
+    let get = *method == Method::GET;
+    let post = *method == Method::POST;
+    match seg.as_slice() {
+        ["hosts"] | ["tree"] | ["recipes"] | ["recipes", _] | ["rules"] => get,
+        ["tasks"] => get || post,
+        ["tasks", _] | ["tasks", _, "output"] => get,
+        ["tasks", _, "pause" | "resume" | "cancel" | "retry"] => post,
+        ["alerts"] | ["alerts", "history"] | ["notifications"] => get,
+        ["alerts", _, "ack"] => post || *method == Method::DELETE,
+        ["silences"] => get || post,
+        ["silences", _] => *method == Method::DELETE,
+        // Alertmanager's API.
+        ["api", "v2", "status" | "receivers" | "alerts" | "silences"] => get || post,
+        ["api", "v2", "alerts", "groups"] => get,
+        ["api", "v2", "silence", _] => get || *method == Method::DELETE,
+        _ => false,
+    }
+}
+
+/// 403 unless `caller` may act as `role` on every host of `hosts` (by id); names up to
+/// five hosts it may not.
+pub(crate) fn require_hosts(
+    caller: &inventory::TokenInfo,
+    inv: &Inventory,
+    hosts: impl IntoIterator<Item = inventory::HostId>,
+    role: inventory::Role,
+) -> Result<(), ApiError> {
+    if !caller.scoped() {
+        return Ok(());
+    }
+    let mut outside: Vec<String> = Vec::new();
+    let mut n = 0usize;
+    for id in hosts {
+        let ok = inv.host(id).is_some_and(|h| caller.may(inv, h, role));
+        if !ok {
+            n += 1;
+            if outside.len() < 5 {
+                outside.push(
+                    inv.host(id)
+                        .map_or_else(|| format!("host {}", id.0), |h| h.hostname.clone()),
+                );
+            }
+        }
+    }
+    if n == 0 {
+        return Ok(());
+    }
+    Err(ApiError::with_status(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        format!(
+            "the token's grants do not give {} on {n} host(s): {}{}",
+            role.as_str(),
+            outside.join(", "),
+            if n > outside.len() { ", ..." } else { "" }
+        ),
+    ))
 }
 
 fn host_json(st: &AppState, inv: &Inventory, h: &inventory::tree::Host) -> Value {
@@ -78,7 +163,11 @@ fn host_json(st: &AppState, inv: &Inventory, h: &inventory::tree::Host) -> Value
 
 /// `GET /api/ops/v1/hosts[?selector=...]`: hosts, sorted by name; every host without a
 /// selector.
-pub async fn hosts(State(st): State<Arc<AppState>>, RawQuery(q): RawQuery) -> Response {
+pub async fn hosts(
+    State(st): State<Arc<AppState>>,
+    axum::Extension(caller): axum::Extension<inventory::TokenInfo>,
+    RawQuery(q): RawQuery,
+) -> Response {
     let Some(store) = st.inventory() else {
         return ApiError::unavailable("starting").into_response();
     };
@@ -92,6 +181,7 @@ pub async fn hosts(State(st): State<Arc<AppState>>, RawQuery(q): RawQuery) -> Re
     let hosts: Vec<Value> = ids
         .into_iter()
         .filter_map(|id| inv.host(id))
+        .filter(|h| caller.may(&inv, h, inventory::Role::Read))
         .map(|h| host_json(&st, &inv, h))
         .collect();
     success(json!({ "hosts": hosts }))
@@ -387,13 +477,19 @@ pub(crate) fn require_admin(caller: &inventory::TokenInfo, what: &str) -> Result
     }
 }
 
-fn token_json(t: &inventory::TokenInfo) -> Value {
+fn token_json(inv: &Inventory, t: &inventory::TokenInfo) -> Value {
+    let grants: Vec<Value> = t
+        .grants
+        .iter()
+        .map(|g| json!({"node": inv.path(g.node), "role": g.role.as_str()}))
+        .collect();
     json!({
         "id": t.id,
         "kind": t.kind.as_str(),
         "name": t.name,
         "created": t.created,
         "revoked": t.revoked,
+        "grants": grants,
     })
 }
 
@@ -406,9 +502,10 @@ pub async fn list_tokens(
         require_admin(&caller, "managing tokens")?;
         let store = store_of(&st)?;
         let list = store.list_tokens().await.map_err(store_error)?;
-        Ok::<_, ApiError>(success(
-            json!({"tokens": list.iter().map(token_json).collect::<Vec<_>>()}),
-        ))
+        let inv = store.snapshot();
+        Ok::<_, ApiError>(success(json!({
+            "tokens": list.iter().map(|t| token_json(&inv, t)).collect::<Vec<_>>()
+        })))
     };
     run.await.unwrap_or_else(|e| e.into_response())
 }
@@ -418,6 +515,16 @@ pub async fn list_tokens(
 struct NewToken {
     kind: String,
     name: String,
+    /// For an api token: `[{"node": "/sre/minos", "role": "run"}]` scopes it.
+    #[serde(default)]
+    grants: Vec<NewGrant>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewGrant {
+    node: String,
+    role: String,
 }
 
 /// `POST /api/ops/v1/tokens` (admin) `{"kind": "api"|"enroll"|"admin", "name": "..."}`:
@@ -440,10 +547,40 @@ pub async fn create_token(
         if req.name.trim().is_empty() || req.name.len() > 200 {
             return Err(ApiError::bad_data("a token needs a name of 1 to 200 bytes"));
         }
-        let token = store
-            .create_token(kind, req.name.trim())
-            .await
-            .map_err(store_error)?;
+        let token = if req.grants.is_empty() {
+            store
+                .create_token(kind, req.name.trim())
+                .await
+                .map_err(store_error)?
+        } else {
+            if kind != TokenKind::Api {
+                return Err(ApiError::bad_data("only api tokens take grants"));
+            }
+            let inv = store.snapshot();
+            let mut grants = Vec::with_capacity(req.grants.len());
+            for g in &req.grants {
+                let node = inv.node_by_path(&g.node).ok_or_else(|| {
+                    ApiError::bad_data(format!("grant on {:?}: no such node of the tree", g.node))
+                })?;
+                let role = inventory::Role::parse(&g.role).ok_or_else(|| {
+                    ApiError::bad_data(format!(
+                        "grant on {:?}: unknown role {:?} (read, run)",
+                        g.node, g.role
+                    ))
+                })?;
+                if grants.iter().any(|o: &inventory::Grant| o.node == node) {
+                    return Err(ApiError::bad_data(format!(
+                        "two grants on {:?}: give one role per node",
+                        g.node
+                    )));
+                }
+                grants.push(inventory::Grant { node, role });
+            }
+            store
+                .create_scoped_token(req.name.trim(), &grants)
+                .await
+                .map_err(store_error)?
+        };
         Ok::<_, ApiError>(success(json!({"token": token, "kind": kind.as_str()})))
     };
     run.await.unwrap_or_else(|e| e.into_response())

@@ -496,6 +496,7 @@ pub async fn create(
                 spec.target
             )));
         }
+        crate::opsapi::require_hosts(&caller, &inv, ids.iter().copied(), inventory::Role::Run)?;
         let hosts: Vec<(HostId, String)> = ids
             .iter()
             .filter_map(|id| inv.host(*id).map(|h| (id.0, h.hostname.clone())))
@@ -595,17 +596,58 @@ fn task_id(s: &str) -> Result<i64, ApiError> {
         .ok_or_else(|| bad(format!("task id {s:?}: expected a positive number")))
 }
 
+/// 403 unless `caller` may act as `role` on every host of task `id` (always true for an
+/// unscoped token; see `crate::opsapi`).
+async fn require_task(
+    st: &AppState,
+    ex: &Exec,
+    caller: &inventory::TokenInfo,
+    id: i64,
+    role: inventory::Role,
+) -> Result<(), ApiError> {
+    if !caller.scoped() {
+        return Ok(());
+    }
+    let store = st
+        .inventory()
+        .ok_or_else(|| ApiError::unavailable("starting: opening the metadata store"))?;
+    let hosts = exec::taskdb::hosts(ex.engine.pool(), id)
+        .await
+        .map_err(db_error)?;
+    crate::opsapi::require_hosts(
+        caller,
+        &store.snapshot(),
+        hosts
+            .iter()
+            .map(|h| inventory::HostId(u64::try_from(h.host).unwrap_or(u64::MAX))),
+        role,
+    )
+}
+
 /// `GET /api/ops/v1/tasks/{id}`: a task with every host's state.
-pub async fn show(State(st): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+pub async fn show(
+    State(st): State<Arc<AppState>>,
+    axum::Extension(caller): axum::Extension<inventory::TokenInfo>,
+    Path(id): Path<String>,
+) -> Response {
     let run = async {
         let ex = exec_of(&st)?;
-        task_json(ex, task_id(&id)?, true).await.map(success)
+        let id = task_id(&id)?;
+        require_task(&st, ex, &caller, id, inventory::Role::Read).await?;
+        task_json(ex, id, true).await.map(success)
     };
     run.await.unwrap_or_else(|e| e.into_response())
 }
 
 /// `GET /api/ops/v1/tasks[?state=running&before=ID&limit=N]`: newest first.
-pub async fn list(State(st): State<Arc<AppState>>, RawQuery(q): RawQuery) -> Response {
+///
+/// A scoped token sees the tasks whose hosts it may all read (a page may then hold
+/// fewer than `limit`; `before` pages on).
+pub async fn list(
+    State(st): State<Arc<AppState>>,
+    axum::Extension(caller): axum::Extension<inventory::TokenInfo>,
+    RawQuery(q): RawQuery,
+) -> Response {
     let run = async {
         let ex = exec_of(&st)?;
         let p = Params::parse(q.as_deref(), &[]);
@@ -639,6 +681,12 @@ pub async fn list(State(st): State<Arc<AppState>>, RawQuery(q): RawQuery) -> Res
             .map_err(db_error)?;
         let mut out = Vec::with_capacity(rows.len());
         for (t, counts) in rows {
+            if require_task(&st, ex, &caller, t.id, inventory::Role::Read)
+                .await
+                .is_err()
+            {
+                continue;
+            }
             let spec = spec_of_row(&t)?;
             let total: i64 = counts.iter().map(|(_, n)| n).sum();
             let counts: BTreeMap<String, i64> = counts.into_iter().collect();
@@ -677,12 +725,14 @@ const MAX_OUTPUT_ANSWER: i64 = 64 << 20;
 /// stderr (so far, while it runs).
 pub async fn output(
     State(st): State<Arc<AppState>>,
+    axum::Extension(caller): axum::Extension<inventory::TokenInfo>,
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Response {
     let run = async {
         let ex = exec_of(&st)?;
         let id = task_id(&id)?;
+        require_task(&st, ex, &caller, id, inventory::Role::Read).await?;
         let pool = ex.engine.pool();
         if exec::taskdb::task(pool, id)
             .await
@@ -754,6 +804,7 @@ async fn act(st: Arc<AppState>, caller: inventory::TokenInfo, id: String, what: 
     let run = async {
         let ex = exec_of(&st)?;
         let id = task_id(&id)?;
+        require_task(&st, ex, &caller, id, inventory::Role::Run).await?;
         let who = actor(&caller);
         match what {
             "pause" => ex.engine.pause(id, &who).await,
@@ -816,6 +867,7 @@ pub async fn retry(
     let run = async {
         let ex = exec_of(&st)?;
         let id = task_id(&id)?;
+        require_task(&st, ex, &caller, id, inventory::Role::Run).await?;
         let req: RetryReq = if body.iter().all(u8::is_ascii_whitespace) {
             RetryReq { states: Vec::new() }
         } else {
