@@ -17,8 +17,9 @@
 //!   when they changed, messages both ways with acknowledgements (`crate::proto`). A
 //!   channel that gets no heartbeat acknowledgement for three heartbeats is dropped and
 //!   opened again. Reconnects wait a random time up to a backoff that starts at half a
-//!   heartbeat and doubles to six heartbeats (one minute by default), so agents cut off by
-//!   a server restart come back spread out instead of in the same second.
+//!   heartbeat and doubles to six heartbeats or 15 s, whichever is less, so agents cut
+//!   off by a server restart come back spread out instead of in the same second, and
+//!   within the server's default `--agent.lost-after` (30 s) of its return.
 //! - Metrics: collected every `interval`, pushed to `POST /api/agent/v1/write`; a push
 //!   the server does not take is kept in the spool (bounded by `spool_max_bytes`, oldest
 //!   dropped first) and the spool is drained oldest first before anything newer is sent,
@@ -162,6 +163,9 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// The longest reconnect backoff (a delay is at most 1.1 times it).
+const MAX_RECONNECT_WAIT: Duration = Duration::from_secs(15);
+
 /// Reconnect delays: full jitter over an exponential backoff.
 struct Backoff {
     base: Duration,
@@ -174,7 +178,10 @@ impl Backoff {
         let base = (heartbeat / 2).max(Duration::from_millis(50));
         Backoff {
             base,
-            max: heartbeat * 6,
+            // Bounded so that an agent comes back within the server's default
+            // `--agent.lost-after` (30 s) of the server's return: a longer wait would
+            // end the agent's running work `agent_lost` after a server restart.
+            max: (heartbeat * 6).min(MAX_RECONNECT_WAIT).max(base),
             current: base,
         }
     }
@@ -884,8 +891,11 @@ mod tests {
             "jittered: {firsts:?}"
         );
         for _ in 0..20 {
-            assert!(b.next() <= Duration::from_secs(66));
+            assert!(b.next() <= Duration::from_millis(16_500));
         }
+        // A slow heartbeat keeps its half-heartbeat start.
+        let mut slow = Backoff::new(Duration::from_secs(60));
+        assert!(slow.next() <= Duration::from_secs(33));
     }
 
     #[test]
