@@ -163,6 +163,21 @@ struct ServerArgs {
     /// The private key of `--tls.cert-file` (PEM).
     #[arg(long = "tls.key-file", requires = "tls_cert_file")]
     tls_key_file: Option<PathBuf>,
+    /// Forward every stored sample with Prometheus remote_write to this endpoint
+    /// (`http://vm:8428/api/v1/write`), through an on-disk queue in
+    /// `<data>/remote-write/`.
+    #[arg(long = "remote-write.url")]
+    remote_write_url: Option<String>,
+    /// A file holding the bearer token sent to `--remote-write.url`.
+    #[arg(long = "remote-write.bearer-token-file", requires = "remote_write_url")]
+    remote_write_bearer_token_file: Option<PathBuf>,
+    /// A private CA's certificates (PEM) for an `https://` `--remote-write.url`.
+    #[arg(long = "remote-write.ca-file", requires = "remote_write_url")]
+    remote_write_ca_file: Option<PathBuf>,
+    /// Largest size of the forwarding queue; past it the oldest requests are dropped
+    /// (`1GiB`, bytes) [default: 1GiB].
+    #[arg(long = "remote-write.queue-max-size", requires = "remote_write_url")]
+    remote_write_queue_max_size: Option<String>,
     /// How often groups that set no `interval` are evaluated, and the step of subqueries
     /// that give none (`x[1h:]`) [default: 1m].
     #[arg(long = "rules.evaluation-interval")]
@@ -213,6 +228,10 @@ struct FileConfig {
     rules_dir: Option<PathBuf>,
     tls_cert_file: Option<PathBuf>,
     tls_key_file: Option<PathBuf>,
+    remote_write_url: Option<String>,
+    remote_write_bearer_token_file: Option<PathBuf>,
+    remote_write_ca_file: Option<PathBuf>,
+    remote_write_queue_max_size: Option<String>,
     rules_evaluation_interval: Option<String>,
     web_external_url: Option<String>,
     rules_alert_for_outage_tolerance: Option<String>,
@@ -414,6 +433,41 @@ fn server(args: ServerArgs) -> Result<()> {
         "push.refresh-interval".into(),
         format_duration(push_refresh.as_millis().try_into().unwrap_or(i64::MAX)),
     ));
+    let forward = match args.remote_write_url.or(file.remote_write_url) {
+        None => None,
+        Some(url) => {
+            let bearer_token = match args
+                .remote_write_bearer_token_file
+                .or(file.remote_write_bearer_token_file)
+            {
+                None => None,
+                Some(p) => Some(
+                    std::fs::read_to_string(&p)
+                        .with_context(|| {
+                            format!("--remote-write.bearer-token-file {}", p.display())
+                        })?
+                        .trim()
+                        .to_string(),
+                ),
+            };
+            let max_bytes = match args
+                .remote_write_queue_max_size
+                .or(file.remote_write_queue_max_size)
+            {
+                None => 1 << 30,
+                Some(s) => parse_size(&s).context("--remote-write.queue-max-size")?,
+            };
+            flags.push(("remote-write.url".into(), url.clone()));
+            Some(web::forward::ForwardConfig {
+                url,
+                bearer_token,
+                ca_file: args.remote_write_ca_file.or(file.remote_write_ca_file),
+                dir: data.join("remote-write"),
+                max_bytes,
+                flush_interval: std::time::Duration::from_secs(1),
+            })
+        }
+    };
     let tls = match (
         args.tls_cert_file.or(file.tls_cert_file),
         args.tls_key_file.or(file.tls_key_file),
@@ -621,6 +675,21 @@ fn server(args: ServerArgs) -> Result<()> {
             .with_context(|| format!("{}: cannot open the data directory", data.display()))?;
         let db = Arc::new(db);
         state.set_db(db.clone());
+        let forwarder = match forward {
+            None => None,
+            Some(cfg) => {
+                let f = web::forward::Forwarder::open(cfg).map_err(anyhow::Error::msg)?;
+                if db.set_sink(f.clone()).is_err() {
+                    anyhow::bail!("the storage engine already has a sink");
+                }
+                let writer = f
+                    .start(stop_rx.clone())
+                    .context("cannot start the remote write threads")?;
+                state.set_forwarder(f.clone());
+                tracing::info!("forwarding samples with remote_write");
+                Some((f, writer))
+            }
+        };
         let host_info = tokio::spawn(host_info::run(db.clone(), store.clone()));
         if let Some(p) = state.push_state() {
             p.store.set_sink(web::push::counter_sink(db.clone()));
@@ -826,6 +895,11 @@ fn server(args: ServerArgs) -> Result<()> {
         scraper.abort();
         let _ = scraper.await;
         manager.stop_all();
+        if let Some((f, writer)) = forwarder {
+            // Everything stored is in; queue what the forwarder still holds.
+            f.close();
+            let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+        }
         drop(state);
         tokio::task::spawn_blocking(move || match Arc::try_unwrap(db) {
             Ok(db) => db.close(),

@@ -42,3 +42,6 @@ mod alerting;
 
 // HTTPS: the server's certificate, agents and clients trusting a private CA.
 mod tls;
+
+// Forwarding stored samples with remote_write to a real Prometheus.
+mod forward;

@@ -1,4 +1,6 @@
-//! The on-disk spool: metric pushes kept while the server is unreachable.
+//! The on-disk spool: remote_write requests kept until their receiver takes them (the
+//! agent's metric pushes while the server is unreachable; the server's forwarding queue,
+//! `web::forward`).
 //!
 //! When a push fails, the agent keeps its body (an already-encoded remote_write request)
 //! here and sends the spooled bodies oldest-first once the server answers again. The

@@ -209,8 +209,21 @@ struct Inner {
     maintenance: Mutex<()>,
     metrics: Metrics,
     last_flush: Mutex<Instant>,
+    /// Told of every sample stored, once it is in the log ([`Db::set_sink`]).
+    sink: std::sync::OnceLock<Arc<dyn AppendSink>>,
     _lock: File,
 }
+
+/// Something told of the samples each append stored (after they are in the log), such
+/// as a forwarder to another store. Called outside the commit lock, once per append,
+/// with each series' labels and the samples of it that were stored (rejected,
+/// out-of-order and duplicate samples left out); it must not block for long.
+pub trait AppendSink: Send + Sync {
+    fn appended(&self, batch: &[StoredSeries<'_>]);
+}
+
+/// A series' labels and the samples of it one append stored.
+pub type StoredSeries<'a> = (&'a [(&'a str, &'a str)], Vec<Sample>);
 
 /// An open data directory.
 pub struct Db {
@@ -330,6 +343,7 @@ impl Db {
             maintenance: Mutex::new(()),
             metrics,
             last_flush: Mutex::new(Instant::now()),
+            sink: std::sync::OnceLock::new(),
             _lock: lock,
         });
         let mut db = Db {
@@ -401,6 +415,12 @@ impl Db {
         I: IntoIterator<Item = (&'a [(&'a str, &'a str)], &'a [Sample])>,
     {
         self.inner.append(batch)
+    }
+
+    /// Tells `sink` of every sample stored from now on. One sink per database; a
+    /// second one is refused (returned).
+    pub fn set_sink(&self, sink: Arc<dyn AppendSink>) -> Result<(), Arc<dyn AppendSink>> {
+        self.inner.sink.set(sink)
     }
 
     /// Selects the series matching `ms` with their samples in `[mint, maxt]`, sorted by
@@ -699,7 +719,10 @@ impl Inner {
         w.samples.clear();
         w.framed.clear();
         let mut series_list: Vec<LoggedSeries> = Vec::new();
+        let sink = self.sink.get();
+        let mut stored: Vec<StoredSeries<'a>> = Vec::new();
         for (mut s, pairs, samples) in items {
+            let first_stored = w.samples.len();
             if s.is_dead() {
                 // Dropped by a freeze since it was resolved; resolve again (no freeze can
                 // run while the commit lock is held).
@@ -733,6 +756,15 @@ impl Inner {
                     },
                 )
                 .map_err(AppendError::Wal)?;
+            if sink.is_some() && w.samples.len() > first_stored {
+                stored.push((
+                    pairs,
+                    w.samples[first_stored..]
+                        .iter()
+                        .map(|(_, smp)| *smp)
+                        .collect(),
+                ));
+            }
             if report.first_rejection.is_none()
                 && let Some((r, smp)) = first_rej
             {
@@ -764,6 +796,11 @@ impl Inner {
         if let Some(f) = sync {
             // Outside the commit lock: batches committed meanwhile share this sync.
             f.sync_data().map_err(AppendError::Wal)?;
+        }
+        if let Some(sink) = sink
+            && !stored.is_empty()
+        {
+            sink.appended(&stored);
         }
         let m = &self.metrics;
         m.samples_appended

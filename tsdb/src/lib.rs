@@ -35,7 +35,8 @@ pub mod status;
 pub mod wal;
 
 pub use db::{
-    AppendError, AppendReport, Db, OpenError, Options, QueryError, SeriesSamples, now_ms,
+    AppendError, AppendReport, AppendSink, Db, OpenError, Options, QueryError, SeriesSamples,
+    StoredSeries, now_ms,
 };
 pub use error::StorageError;
 pub use head::Reject;

@@ -277,3 +277,57 @@ fn size_retention_drops_the_oldest_blocks_first() {
     assert!(!got.contains_key("day0"), "the oldest block goes first");
     assert!(got.contains_key("day1") && got.contains_key("day3"));
 }
+
+/// The sink hears of the samples stored, and only of them: duplicates and rejected
+/// samples are left out; an out-of-order sample within the window is stored, so heard.
+#[test]
+fn the_sink_hears_of_every_stored_sample_and_nothing_else() {
+    struct Heard(std::sync::Mutex<Vec<(String, Vec<i64>)>>);
+    impl tsdb::AppendSink for Heard {
+        fn appended(&self, batch: &[tsdb::StoredSeries<'_>]) {
+            let mut g = self.0.lock().unwrap();
+            for (labels, samples) in batch {
+                g.push((
+                    labels[0].1.to_string(),
+                    samples.iter().map(|s| s.t).collect(),
+                ));
+            }
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), opts()).unwrap();
+    let heard = Arc::new(Heard(std::sync::Mutex::new(Vec::new())));
+    db.set_sink(heard.clone()).map_err(|_| "sink").unwrap();
+    let now = tsdb::now_ms();
+    let a = [("__name__", "a")];
+    let b = [("__name__", "b")];
+    let s = |t: i64| Sample { t, v: 1.0 };
+    db.append([(&a[..], &[s(now - 2000), s(now - 1000)][..])])
+        .unwrap();
+    // A duplicate, an older sample, one far in the future, and one new sample.
+    let r = db
+        .append([
+            (
+                &a[..],
+                &[s(now - 1000), s(now - 1500), s(now + 3_600_000_000)][..],
+            ),
+            (&b[..], &[s(now)][..]),
+        ])
+        .unwrap();
+    assert_eq!(
+        (r.appended, r.out_of_order, r.duplicates),
+        (1, 1, 1),
+        "{r:?}"
+    );
+    assert_eq!(r.rejected_total(), 1);
+    let got = heard.0.lock().unwrap().clone();
+    assert_eq!(
+        got,
+        [
+            ("a".to_string(), vec![now - 2000, now - 1000]),
+            ("a".to_string(), vec![now - 1500]),
+            ("b".to_string(), vec![now])
+        ]
+    );
+    db.close().unwrap();
+}

@@ -26,6 +26,7 @@ pub mod amapi;
 pub mod api;
 pub mod channel;
 pub mod export;
+pub mod forward;
 pub mod guard;
 pub mod ops;
 pub mod opsapi;
@@ -103,6 +104,8 @@ pub struct AppState {
     scrape: OnceLock<Arc<collector::scrape::Manager>>,
     /// Where `/-/reload` asks for the configuration to be read again.
     reload: OnceLock<tokio::sync::mpsc::Sender<ReloadRequest>>,
+    /// Set when samples are forwarded (`--remote-write.url`).
+    forwarder: OnceLock<Arc<forward::Forwarder>>,
     settings: Settings,
     /// Query slots, sized by `settings.query_max_concurrency`.
     pub(crate) slots: slots::QuerySlots,
@@ -134,6 +137,7 @@ impl AppState {
             push: OnceLock::new(),
             scrape: OnceLock::new(),
             reload: OnceLock::new(),
+            forwarder: OnceLock::new(),
             slots: slots::QuerySlots::new(settings.query_max_concurrency),
             guard: guard::Guard::new(settings.push_limits),
             settings,
@@ -173,6 +177,15 @@ impl AppState {
 
     pub(crate) fn reloader(&self) -> Option<&tokio::sync::mpsc::Sender<ReloadRequest>> {
         self.reload.get()
+    }
+
+    /// Shows the forwarder's queue and counters at `/metrics`.
+    pub fn set_forwarder(&self, f: Arc<forward::Forwarder>) {
+        let _ = self.forwarder.set(f);
+    }
+
+    pub(crate) fn forwarder(&self) -> Option<&Arc<forward::Forwarder>> {
+        self.forwarder.get()
     }
 
     /// Makes pushed state (counters, Pushgateway groups) available.

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -99,6 +99,61 @@ pub async fn metrics(State(st): State<Arc<AppState>>) -> Response {
         "Compressed remote write bytes received.",
         &[("", c.write_bytes.load(Ordering::Relaxed) as f64)],
     );
+    if let Some(f) = st.forwarder() {
+        let fs = f.stats();
+        let (records, bytes, dropped) = f.queue();
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
+        metric(
+            &mut out,
+            "minos_forward_samples_total",
+            "counter",
+            "Samples forwarded with remote_write, by what became of them.",
+            &[
+                ("{result=\"queued\"}", get(&fs.samples_queued)),
+                ("{result=\"sent\"}", get(&fs.samples_sent)),
+                (
+                    "{result=\"dropped_behind\"}",
+                    get(&fs.samples_dropped_behind),
+                ),
+            ],
+        );
+        metric(
+            &mut out,
+            "minos_forward_requests_total",
+            "counter",
+            "Remote write requests to the receiver, by outcome.",
+            &[
+                ("{result=\"sent\"}", get(&fs.requests_sent)),
+                ("{result=\"retried\"}", get(&fs.requests_retried)),
+                ("{result=\"refused\"}", get(&fs.requests_refused)),
+                ("{result=\"dropped_queue_full\"}", dropped as f64),
+            ],
+        );
+        metric(
+            &mut out,
+            "minos_forward_queue_requests",
+            "gauge",
+            "Requests waiting in the forwarding queue.",
+            &[("", records as f64)],
+        );
+        metric(
+            &mut out,
+            "minos_forward_queue_bytes",
+            "gauge",
+            "Bytes in the forwarding queue.",
+            &[("", bytes as f64)],
+        );
+        metric(
+            &mut out,
+            "minos_forward_last_success_timestamp_seconds",
+            "gauge",
+            "When the receiver last accepted a request.",
+            &[(
+                "",
+                fs.last_success_ms.load(Ordering::Relaxed) as f64 / 1000.0,
+            )],
+        );
+    }
     if let Some(rss) = resident_bytes() {
         metric(
             &mut out,
