@@ -1100,7 +1100,7 @@ mod query {
             form.push(("timeout", t.clone()));
         }
         let url = format!("{}{}", a.server.trim_end_matches('/'), path);
-        let client = crate::ops_cli::http_client(a.tls_ca_file.as_deref(), None)?;
+        let client = crate::ops_cli::http_client(a.tls_ca_file.as_deref(), None, true)?;
         let resp = client
             .post(&url)
             .form(&form)

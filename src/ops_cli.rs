@@ -30,15 +30,17 @@ pub struct Conn {
 }
 
 /// A blocking HTTP client for the server at `--server`, trusting `ca_file` besides the
-/// public web PKI roots.
+/// public web PKI roots; through the environment's proxy unless `no_proxy`.
 pub(crate) fn http_client(
     ca_file: Option<&std::path::Path>,
     timeout: Option<std::time::Duration>,
+    no_proxy: bool,
 ) -> Result<reqwest::blocking::Client> {
     let tls = agent::tls::client_config(ca_file).map_err(|e| anyhow!("--tls.ca-file {e}"))?;
-    let mut b = reqwest::blocking::Client::builder()
-        .no_proxy()
-        .use_preconfigured_tls(tls);
+    let mut b = reqwest::blocking::Client::builder().use_preconfigured_tls(tls);
+    if no_proxy {
+        b = b.no_proxy();
+    }
     if let Some(t) = timeout {
         b = b.timeout(t);
     }
@@ -135,6 +137,7 @@ impl Client {
         let http = http_client(
             c.tls_ca_file.as_deref(),
             Some(std::time::Duration::from_secs(60)),
+            false,
         )?;
         Ok(Client {
             base: c.server.trim_end_matches('/').to_string(),

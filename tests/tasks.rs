@@ -1089,7 +1089,8 @@ fn scoped_tokens_reach_only_the_hosts_below_their_grants() {
     );
     let t = wait_task(&s, &scoped, id, &["succeeded"]);
     assert_eq!(t["created_by"], "api:deployer", "{t}");
-    for (target, named) in [("h2", "h2"), ("*", "h2, h3")] {
+    // Hosts the token cannot see are counted, not named.
+    for (target, named) in [("h2", "host(s): h2"), ("*", "h2 and 1 more")] {
         let (code, v) = create(&s, &scoped, json!({"target": target, "script": "echo no"}));
         assert_eq!(code, 403, "{v}");
         assert!(
@@ -1101,17 +1102,18 @@ fn scoped_tokens_reach_only_the_hosts_below_their_grants() {
     assert_eq!(code, 200, "{v}");
     assert_eq!(v["data"]["tasks"].as_array().map(Vec::len), Some(1), "{v}");
 
-    // Another team's task is invisible and out of reach.
+    // Another team's task is invisible (answered as missing) and out of reach.
     let other = task(&s, &admin, json!({"target": "h3", "script": "sleep 30"}));
     for path in [
         format!("/api/ops/v1/tasks/{other}"),
         format!("/api/ops/v1/tasks/{other}/output"),
     ] {
         let (code, v) = call(&s, &path, Some(&scoped));
-        assert_eq!(code, 403, "{path}: {v}");
+        assert_eq!(code, 404, "{path}: {v}");
+        assert!(!v.to_string().contains("h3"), "{v}");
     }
     let (code, v) = act(&s, &scoped, other, "cancel");
-    assert_eq!(code, 403, "{v}");
+    assert_eq!(code, 404, "{v}");
     let (code, v) = call(&s, "/api/ops/v1/tasks", Some(&scoped));
     assert_eq!(code, 200, "{v}");
     let ids: Vec<i64> = v["data"]["tasks"]
@@ -1141,6 +1143,13 @@ fn scoped_tokens_reach_only_the_hosts_below_their_grants() {
         let (code, v) = call(&s, path, Some(&scoped));
         assert_eq!(code, 403, "{path}: {v}");
     }
+    // Nor may it send (or resolve) alerts through Alertmanager's API.
+    let (code, v) = post(
+        "/api/v2/alerts",
+        &scoped,
+        json!([{"labels": {"alertname": "Fake"}}]),
+    );
+    assert_eq!(code, 403, "{v}");
 
     // Bad grants are refused and create nothing.
     for (grants, what) in [

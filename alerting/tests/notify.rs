@@ -2027,3 +2027,43 @@ receivers:
         assert!(e.contains("function \"humanize\" not defined"), "{e}");
     }
 }
+
+/// Bounds on what the notifier takes: oversized labels and annotations are refused, and
+/// past `max_alerts` held alerts a new one is refused while known ones still update.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_alerts_and_alerts_past_the_bound_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = "route:\n  receiver: none\nreceivers:\n  - name: none\n";
+    let bounded = Options {
+        max_alerts: 2,
+        ..opts()
+    };
+    let n = Notifier::open(
+        &dir.path().join("n.db"),
+        Config::parse(yaml).unwrap(),
+        bounded,
+    )
+    .await
+    .unwrap();
+    let long = "x".repeat(5000);
+    let mut big = firing(&[("alertname", "Big")]);
+    big.annotations
+        .insert("description".into(), "y".repeat(70_000));
+    let r = n
+        .put(vec![
+            firing(&[("alertname", "A")]),
+            firing(&[("alertname", "B"), ("instance", &long)]),
+            big,
+            firing(&[("alertname", "C")]),
+            firing(&[("alertname", "D")]),
+            firing(&[("alertname", "A")]),
+        ])
+        .await
+        .unwrap();
+    let refused: Vec<usize> = r.rejected.iter().map(|(i, _)| *i).collect();
+    assert_eq!(refused, [1, 2, 4], "{r:?}");
+    assert!(r.rejected[0].1.contains("instance"), "{r:?}");
+    assert!(r.rejected[1].1.contains("description"), "{r:?}");
+    assert!(r.rejected[2].1.contains("2 alerts are held"), "{r:?}");
+    assert_eq!(n.alerts(&[]).len(), 2);
+}

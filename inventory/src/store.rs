@@ -26,6 +26,8 @@
 //! token_grants(token_id, node_id, role)         a scoped api token's grants (see
 //!                                               crate::tokens); PK (token_id, node_id);
 //!                                               role: read | run; dropped with the node
+//! scoped_tokens(token_id PK)                    the api tokens that are scoped: such a
+//!                                               token stays scoped with no grant left
 //! ```
 //! Loading checks every rule again ([`Inventory::from_parts`]): a database edited into an
 //! invalid state is refused with the row named, never half-loaded.
@@ -40,7 +42,7 @@ use crate::tree::{Host, HostId, Inventory, Node, NodeId, TreeError};
 
 const SCHEMA_VERSION: i64 = 1;
 
-const SCHEMA: [&str; 10] = [
+const SCHEMA: [&str; 11] = [
     "CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS nodes (id BIGINT PRIMARY KEY, parent BIGINT NULL, \
      name TEXT NOT NULL, kind TEXT NOT NULL, owners TEXT NOT NULL DEFAULT '')",
@@ -62,6 +64,7 @@ const SCHEMA: [&str; 10] = [
      PRIMARY KEY (kind, name))",
     "CREATE TABLE IF NOT EXISTS token_grants (token_id BIGINT NOT NULL, \
      node_id BIGINT NOT NULL, role TEXT NOT NULL, PRIMARY KEY (token_id, node_id))",
+    "CREATE TABLE IF NOT EXISTS scoped_tokens (token_id BIGINT PRIMARY KEY)",
 ];
 
 /// Why a store operation failed.

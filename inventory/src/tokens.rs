@@ -8,8 +8,10 @@
 //! An `api` token may be *scoped*: given grants on nodes of the service tree, each with
 //! a role (`read`: see the hosts and their tasks; `run`: also run tasks on them), that
 //! hold for the node and everything below it (`token_grants` table). A scoped token
-//! reaches only hosts placed under a node it holds a grant on ([`TokenInfo::may`]); an
-//! api token without grants reaches every host, as an admin token does.
+//! reaches only hosts placed under a node it holds a grant on ([`TokenInfo::may`]). It
+//! stays scoped (`scoped_tokens` table) when its grants go (their nodes removed, or
+//! roles this version does not know): it then reaches nothing. An api token created
+//! without grants reaches every host, as an admin token does.
 
 use sha2::{Digest, Sha256};
 
@@ -85,14 +87,16 @@ pub struct TokenInfo {
     /// Unix ms.
     pub created: i64,
     pub revoked: Option<i64>,
-    /// A scoped api token's grants; empty: not scoped.
+    /// Whether the token was created scoped (an api token with grants).
+    pub scoped: bool,
+    /// A scoped token's grants.
     pub grants: Vec<Grant>,
 }
 
 impl TokenInfo {
     /// Whether the token is limited to parts of the service tree.
     pub fn scoped(&self) -> bool {
-        self.kind == TokenKind::Api && !self.grants.is_empty()
+        self.kind == TokenKind::Api && self.scoped
     }
 
     /// Whether the token may act as `role` on `host`: not scoped, or holding a grant of
@@ -147,13 +151,26 @@ fn info(r: Row) -> Option<TokenInfo> {
         name: r.2,
         created: r.3,
         revoked: r.4,
+        scoped: false,
         grants: Vec::new(),
     })
 }
 
 impl Store {
+    /// Fills in whether `t` is scoped and its grants.
+    async fn load_scope(&self, t: &mut TokenInfo) -> Result<(), StoreError> {
+        let row: Option<(i64,)> =
+            sqlx::query_as("SELECT token_id FROM scoped_tokens WHERE token_id = $1")
+                .bind(t.id)
+                .fetch_optional(self.pool())
+                .await?;
+        t.scoped = row.is_some();
+        t.grants = self.grants(t.id).await?;
+        Ok(())
+    }
+
     /// The grants of token `id`, in node order. A row with an unknown role grants
-    /// nothing (it is skipped, never widened).
+    /// nothing (it is skipped; the token stays scoped, so nothing is widened).
     async fn grants(&self, id: i64) -> Result<Vec<Grant>, StoreError> {
         let rows: Vec<(i64, String)> = sqlx::query_as(
             "SELECT node_id, role FROM token_grants WHERE token_id = $1 ORDER BY node_id",
@@ -218,6 +235,10 @@ impl Store {
         .bind(now_ms())
         .execute(&mut *tx)
         .await?;
+        sqlx::query("INSERT INTO scoped_tokens (token_id) VALUES ($1)")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
         for g in grants {
             sqlx::query("INSERT INTO token_grants (token_id, node_id, role) VALUES ($1, $2, $3)")
                 .bind(id)
@@ -264,7 +285,7 @@ impl Store {
         let Some(mut t) = row.and_then(info) else {
             return Ok(None);
         };
-        t.grants = self.grants(t.id).await?;
+        self.load_scope(&mut t).await?;
         Ok(Some(t))
     }
 
@@ -276,7 +297,7 @@ impl Store {
                 .await?;
         let mut out: Vec<TokenInfo> = rows.into_iter().filter_map(info).collect();
         for t in &mut out {
-            t.grants = self.grants(t.id).await?;
+            self.load_scope(t).await?;
         }
         Ok(out)
     }
@@ -429,6 +450,23 @@ mod tests {
                     role: Role::Run
                 }]
             );
+            // A token whose last grant goes reaches nothing: it is not widened.
+            let lone = s.add_node(None, "lone", "team").await.unwrap();
+            let t2 = s
+                .create_scoped_token(
+                    "lonely",
+                    &[Grant {
+                        node: lone,
+                        role: Role::Run,
+                    }],
+                )
+                .await
+                .unwrap();
+            s.remove_node(lone).await.unwrap();
+            let t2 = s.check_token(&t2).await.unwrap().unwrap();
+            assert!(t2.scoped() && t2.grants.is_empty());
+            let inv = s.snapshot();
+            assert!(!t2.may(&inv, inv.host(h_web).unwrap(), Role::Read));
             s.close().await;
         });
     }

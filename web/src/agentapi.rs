@@ -436,9 +436,22 @@ async fn converse(
                         owed.owe(batch, id);
                         if owed.len() > MAX_OWED_ACKS
                             && let (Some(rx), Some(first)) = (written.as_mut(), owed.first_batch())
-                            && rx.wait_for(|w| *w >= first).await.is_err()
                         {
-                            return Err("the task engine stopped".into());
+                            // Bounded by the heartbeat deadline: a writer stuck for longer
+                            // ends the connection (the agent sends the rest again later).
+                            tokio::select! {
+                                ok = async { rx.wait_for(|w| *w >= first).await.is_ok() } => if !ok {
+                                    return Err("the task engine stopped".into());
+                                },
+                                _ = tokio::time::sleep_until(deadline) => {
+                                    return close(
+                                        socket,
+                                        close_code::AGAIN,
+                                        "the task database is not keeping up".into(),
+                                    )
+                                    .await;
+                                }
+                            }
                         }
                     }
                     AgentFrame::Hello { .. } => {

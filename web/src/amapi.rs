@@ -21,9 +21,13 @@
 //! Prometheus' `authorization` in its `alertmanagers` entry).
 //!
 //! Differences from Alertmanager:
-//! - `POST /api/v2/silences` with the `id` of an existing silence expires it and
-//!   creates a new one (a new id is answered); Alertmanager keeps the id when only the
-//!   times or the comment change.
+//! - `POST /api/v2/silences` with the `id` of an existing silence creates a new one
+//!   and then expires the old (a new id is answered); Alertmanager keeps the id when
+//!   only the times or the comment change.
+//! - A silence's `createdBy` is the author the client gives followed by the token that
+//!   made it (`alice (api:oncall)`), so the record says who really acted.
+//! - At most 10,000 alerts per `POST /api/v2/alerts`; each alert within the notifier's
+//!   bounds (64 labels, 4 KiB per label, 64 KiB per annotation).
 //! - An alert is `suppressed` when silenced, inhibited, or when every route it lands on
 //!   is muted by a time interval (`mutedBy`, as in Alertmanager 0.28).
 //! - `/api/v2/status` does not show the configuration (`config.original` is empty):
@@ -292,6 +296,10 @@ fn opt_time(what: &str, s: Option<&str>) -> Result<Option<i64>, String> {
     }
 }
 
+/// Most alerts in one `POST /api/v2/alerts` (Prometheus sends at most
+/// `--alertmanager.notification-queue-capacity`, 10,000, and batches of 256).
+const MAX_ALERTS_PER_REQUEST: usize = 10_000;
+
 /// `POST /api/v2/alerts`: alerts from a Prometheus (or anything that speaks to an
 /// Alertmanager). Valid alerts are taken even when others in the batch are refused;
 /// the refused ones are listed in the 400 answer.
@@ -299,6 +307,12 @@ pub async fn post_alerts(State(st): State<Arc<AppState>>, body: axum::body::Byte
     let n = notifier(&st)?;
     let posted: Vec<PostableAlert> =
         serde_json::from_slice(&body).map_err(|e| bad(format!("request body: {e}")))?;
+    if posted.len() > MAX_ALERTS_PER_REQUEST {
+        return Err(bad(format!(
+            "{} alerts in one request: at most {MAX_ALERTS_PER_REQUEST}",
+            posted.len()
+        )));
+    }
     let mut errors: Vec<String> = Vec::new();
     let mut batch: Vec<notify::Alert> = Vec::new();
     // The position in the request of each alert of `batch`.
@@ -440,10 +454,12 @@ pub async fn post_silence(
     let ends = opt_time("endsAt", req.ends_at.as_deref())
         .map_err(bad)?
         .ok_or_else(|| bad("endsAt is required"))?;
-    let created_by = if req.created_by.trim().is_empty() {
-        format!("{}:{}", caller.kind.as_str(), caller.name)
-    } else {
-        req.created_by
+    // The author a client names is kept, with the token that really acted.
+    let token = format!("{}:{}", caller.kind.as_str(), caller.name);
+    let created_by = match req.created_by.trim() {
+        "" => token,
+        who if who == token => token,
+        who => format!("{who} ({token})"),
     };
     let new = notify::NewSilence {
         matchers,
@@ -460,11 +476,13 @@ pub async fn post_silence(
                 format!("silence {} not found", req.id),
             )
         })?;
-        // Checked before the old silence is expired, so a bad update changes nothing.
-        n.check_silence(&new).map_err(notify_error)?;
+        // The new silence first: if it cannot be made, the old one still holds; if the
+        // old one then cannot be expired, both hold (nothing is unmuted).
+        let id = n.add_silence(new).await.map_err(notify_error)?;
         if old.state(now) != notify::SilenceState::Expired {
             n.expire_silence(&req.id).await.map_err(notify_error)?;
         }
+        return Ok(Json(json!({"silenceID": id})).into_response());
     }
     let id = n.add_silence(new).await.map_err(notify_error)?;
     Ok(Json(json!({"silenceID": id})).into_response())

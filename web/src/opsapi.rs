@@ -94,7 +94,8 @@ pub(crate) fn scoped_may_call(method: &axum::http::Method, path: &str) -> bool {
         ["silences"] => get || post,
         ["silences", _] => *method == Method::DELETE,
         // Alertmanager's API.
-        ["api", "v2", "status" | "receivers" | "alerts" | "silences"] => get || post,
+        ["api", "v2", "status" | "receivers" | "alerts"] => get,
+        ["api", "v2", "silences"] => get || post,
         ["api", "v2", "alerts", "groups"] => get,
         ["api", "v2", "silence", _] => get || *method == Method::DELETE,
         _ => false,
@@ -112,31 +113,38 @@ pub(crate) fn require_hosts(
     if !caller.scoped() {
         return Ok(());
     }
+    // Hosts the token may not even see are counted, never named.
     let mut outside: Vec<String> = Vec::new();
     let mut n = 0usize;
     for id in hosts {
-        let ok = inv.host(id).is_some_and(|h| caller.may(inv, h, role));
-        if !ok {
-            n += 1;
-            if outside.len() < 5 {
-                outside.push(
-                    inv.host(id)
-                        .map_or_else(|| format!("host {}", id.0), |h| h.hostname.clone()),
-                );
-            }
+        let host = inv.host(id);
+        if host.is_some_and(|h| caller.may(inv, h, role)) {
+            continue;
+        }
+        n += 1;
+        if let Some(h) = host.filter(|h| caller.may(inv, h, inventory::Role::Read))
+            && outside.len() < 5
+        {
+            outside.push(h.hostname.clone());
         }
     }
     if n == 0 {
         return Ok(());
     }
+    let unnamed = n - outside.len();
+    let mut what = outside.join(", ");
+    if unnamed > 0 {
+        if !what.is_empty() {
+            what.push_str(" and ");
+        }
+        what.push_str(&format!("{unnamed} more"));
+    }
     Err(ApiError::with_status(
         StatusCode::FORBIDDEN,
         "forbidden",
         format!(
-            "the token's grants do not give {} on {n} host(s): {}{}",
-            role.as_str(),
-            outside.join(", "),
-            if n > outside.len() { ", ..." } else { "" }
+            "the token's grants do not give {} on {n} host(s): {what}",
+            role.as_str()
         ),
     ))
 }

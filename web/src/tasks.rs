@@ -596,8 +596,9 @@ fn task_id(s: &str) -> Result<i64, ApiError> {
         .ok_or_else(|| bad(format!("task id {s:?}: expected a positive number")))
 }
 
-/// 403 unless `caller` may act as `role` on every host of task `id` (always true for an
-/// unscoped token; see `crate::opsapi`).
+/// Whether `caller` may act as `role` on every host of task `id` (always, for an
+/// unscoped token; see `crate::opsapi`). A task the token may not read is answered as
+/// missing (404), so its hosts are not disclosed; one it may read but not run, 403.
 async fn require_task(
     st: &AppState,
     ex: &Exec,
@@ -614,14 +615,20 @@ async fn require_task(
     let hosts = exec::taskdb::hosts(ex.engine.pool(), id)
         .await
         .map_err(db_error)?;
-    crate::opsapi::require_hosts(
-        caller,
-        &store.snapshot(),
+    let inv = store.snapshot();
+    let ids = || {
         hosts
             .iter()
-            .map(|h| inventory::HostId(u64::try_from(h.host).unwrap_or(u64::MAX))),
-        role,
-    )
+            .map(|h| inventory::HostId(u64::try_from(h.host).unwrap_or(u64::MAX)))
+    };
+    if crate::opsapi::require_hosts(caller, &inv, ids(), inventory::Role::Read).is_err() {
+        return Err(ApiError::with_status(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no task {id}"),
+        ));
+    }
+    crate::opsapi::require_hosts(caller, &inv, ids(), role)
 }
 
 /// `GET /api/ops/v1/tasks/{id}`: a task with every host's state.

@@ -15,6 +15,13 @@ use serde::{Deserialize, Serialize};
 /// A label set, sorted by name.
 pub type Labels = BTreeMap<String, String>;
 
+/// Most labels, and most annotations, of one alert.
+pub const MAX_LABELS: usize = 64;
+/// Longest label (name and value together) and generator URL, in bytes.
+pub const MAX_LABEL_BYTES: usize = 4096;
+/// Longest annotation (name and value together), in bytes.
+pub const MAX_ANNOTATION_BYTES: usize = 65_536;
+
 /// An alert as the rule engine sends it (Alertmanager's postable alert).
 ///
 /// Times are Unix milliseconds. An alert whose `ends_at` is at or before the current
@@ -49,6 +56,32 @@ impl Alert {
     pub(crate) fn validate(&self) -> Result<(), String> {
         if self.labels.is_empty() {
             return Err("alert has no labels".into());
+        }
+        if self.labels.len() > MAX_LABELS || self.annotations.len() > MAX_LABELS {
+            return Err(format!(
+                "more than {MAX_LABELS} labels or annotations ({} and {})",
+                self.labels.len(),
+                self.annotations.len()
+            ));
+        }
+        if let Some((n, _)) = self
+            .labels
+            .iter()
+            .find(|(n, v)| n.len() + v.len() > MAX_LABEL_BYTES)
+        {
+            return Err(format!("label {n}: longer than {MAX_LABEL_BYTES} bytes"));
+        }
+        if let Some((n, _)) = self
+            .annotations
+            .iter()
+            .find(|(n, v)| n.len() + v.len() > MAX_ANNOTATION_BYTES)
+        {
+            return Err(format!(
+                "annotation {n}: longer than {MAX_ANNOTATION_BYTES} bytes"
+            ));
+        }
+        if self.generator_url.len() > MAX_LABEL_BYTES {
+            return Err(format!("generator URL longer than {MAX_LABEL_BYTES} bytes"));
         }
         for (name, value) in &self.labels {
             if !crate::notify::matcher::valid_label_name(name) {

@@ -46,6 +46,9 @@ pub struct Options {
     pub delivery_timeout: Duration,
     /// Deliveries in flight at once (one at a time per group and integration).
     pub max_parallel_deliveries: usize,
+    /// Most alerts held (firing, and resolved ones not yet flushed): an alert with a
+    /// new fingerprint past it is refused.
+    pub max_alerts: usize,
 }
 
 impl Default for Options {
@@ -59,6 +62,7 @@ impl Default for Options {
             give_up_after: Duration::from_secs(86_400),
             delivery_timeout: Duration::from_secs(30),
             max_parallel_deliveries: 16,
+            max_alerts: 100_000,
         }
     }
 }
@@ -491,8 +495,22 @@ impl Notifier {
                     result.rejected.push((i, e));
                     continue;
                 }
-                result.accepted += 1;
                 let f = a.fingerprint();
+                if !st.alerts.contains_key(&f)
+                    && !records.contains_key(&f)
+                    && st.alerts.len() + records.len() >= self.opts.max_alerts
+                {
+                    result.rejected.push((
+                        i,
+                        format!(
+                            "{} alerts are held already (the notifier's bound): \
+                             a new alert is refused",
+                            self.opts.max_alerts
+                        ),
+                    ));
+                    continue;
+                }
+                result.accepted += 1;
                 let starts_at = if a.starts_at == 0 { now } else { a.starts_at };
                 let (ends_at, timeout) = match a.ends_at {
                     Some(e) => (e, false),

@@ -1043,16 +1043,28 @@ impl State<'_> {
                 }
                 funcs::slice(&argv)
             }
-            F::Print => Ok(string(gofmt::sprint(&argv))),
-            F::Println => Ok(string(gofmt::sprintln(&argv))),
-            F::Printf => {
-                gofmt::sprintf(&s(0), argv.get(1..).unwrap_or(&[]), MAX_OUTPUT).map(string)
+            // Formatting costs its length; count it so loops over big values stay
+            // bounded even when the text is thrown away (`len (print $x)`).
+            F::Print | F::Println | F::Printf => {
+                let text = match f {
+                    F::Print => gofmt::sprint(&argv),
+                    F::Println => gofmt::sprintln(&argv),
+                    _ => gofmt::sprintf(&s(0), argv.get(1..).unwrap_or(&[]), MAX_OUTPUT)?,
+                };
+                self.charge(text.len() as u64 / 16).map_err(|e| e.0.msg)?;
+                Ok(string(text))
             }
             F::Eq => funcs::eq(&argv),
             F::Ne | F::Lt | F::Le | F::Gt | F::Ge => funcs::compare(f, &arg(0), &arg(1)),
-            F::Html => Ok(string(funcs::html_escape(&funcs::eval_args(&argv)))),
-            F::Js => Ok(string(funcs::js_escape(&funcs::eval_args(&argv)))),
-            F::Urlquery => Ok(string(funcs::query_escape(&funcs::eval_args(&argv)))),
+            F::Html | F::Js | F::Urlquery => {
+                let text = funcs::eval_args(&argv);
+                self.charge(text.len() as u64 / 16).map_err(|e| e.0.msg)?;
+                Ok(string(match f {
+                    F::Html => funcs::html_escape(&text),
+                    F::Js => funcs::js_escape(&text),
+                    _ => funcs::query_escape(&text),
+                }))
+            }
             F::Call => match arg(0) {
                 Value::Nil => Err("call of nil".into()),
                 v => Err(format!("non-function of type {}", v.type_name())),

@@ -571,6 +571,13 @@ fn built_lists_and_maps_stay_bounded() {
     // append copies, and the copies count as steps.
     let e = err("{{ $x := list }}{{ range 100000 }}{{ $x = append $x 1 }}{{ end }}");
     assert!(e.contains("execution took more than 5000000 steps"), "{e}");
+    // Formatting counts its length, even when the text is thrown away (the other
+    // formatting functions charge the same way).
+    let wide = "{{ $x := list 1 }}{{ range 16 }}{{ $x = list $x $x }}{{ end }}";
+    let e = err(&format!(
+        "{wide}{{{{ range 100000 }}}}{{{{ len (print $x) }}}}{{{{ end }}}}"
+    ));
+    assert!(e.contains("steps"), "{e}");
 }
 
 #[test]
