@@ -225,6 +225,35 @@ fn agents_and_clients_work_over_https_and_plain_http_is_refused() {
         .send()
         .expect("ready");
     assert!(r.status().is_success());
+
+    // A renewed pair (from another CA here) is taken by a reload: new connections get
+    // it.
+    let renewed = dir.path().join("renewed");
+    std::fs::create_dir_all(&renewed).expect("dir");
+    let (ca2, cert2, key2) = certificates(&renewed);
+    std::fs::copy(&cert2, &cert).expect("cert");
+    std::fs::copy(&key2, &key).expect("key");
+    let r = s
+        .client
+        .post(format!("{}/-/reload", s.base))
+        .send()
+        .expect("reload");
+    assert_eq!(r.status().as_u16(), 200, "{:?}", r.text());
+    let trusting = |ca: &Path| {
+        let pem = std::fs::read(ca).expect("ca");
+        reqwest::blocking::Client::builder()
+            .no_proxy()
+            .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("ca"))
+            .tls_built_in_root_certs(false)
+            .build()
+            .expect("client")
+            .get(format!("{}/-/ready", s.base))
+            .send()
+            .map(|r| r.status().is_success())
+            .unwrap_or(false)
+    };
+    assert!(trusting(&ca2), "the renewed certificate is served");
+    assert!(!trusting(&ca), "the old one is not");
 }
 
 #[test]
