@@ -219,11 +219,23 @@ struct Inner {
 /// with each series' labels and the samples of it that were stored (rejected,
 /// out-of-order and duplicate samples left out); it must not block for long.
 pub trait AppendSink: Send + Sync {
-    fn appended(&self, batch: &[StoredSeries<'_>]);
+    fn appended(&self, batch: Vec<StoredSeries>);
 }
 
-/// A series' labels and the samples of it one append stored.
-pub type StoredSeries<'a> = (&'a [(&'a str, &'a str)], Vec<Sample>);
+/// A series and the samples of it one append stored. It shares the head's copy of the
+/// labels, so telling a sink costs no copy of them.
+pub struct StoredSeries {
+    series: Arc<crate::head::MemSeries>,
+    /// The samples stored, in the order they were given.
+    pub samples: Vec<Sample>,
+}
+
+impl StoredSeries {
+    /// The series' labels.
+    pub fn labels(&self) -> &Labels {
+        &self.series.labels
+    }
+}
 
 /// An open data directory.
 pub struct Db {
@@ -720,7 +732,7 @@ impl Inner {
         w.framed.clear();
         let mut series_list: Vec<LoggedSeries> = Vec::new();
         let sink = self.sink.get();
-        let mut stored: Vec<StoredSeries<'a>> = Vec::new();
+        let mut stored: Vec<StoredSeries> = Vec::new();
         for (mut s, pairs, samples) in items {
             let first_stored = w.samples.len();
             if s.is_dead() {
@@ -757,13 +769,13 @@ impl Inner {
                 )
                 .map_err(AppendError::Wal)?;
             if sink.is_some() && w.samples.len() > first_stored {
-                stored.push((
-                    pairs,
-                    w.samples[first_stored..]
+                stored.push(StoredSeries {
+                    series: s.clone(),
+                    samples: w.samples[first_stored..]
                         .iter()
                         .map(|(_, smp)| *smp)
                         .collect(),
-                ));
+                });
             }
             if report.first_rejection.is_none()
                 && let Some((r, smp)) = first_rej
@@ -800,7 +812,7 @@ impl Inner {
         if let Some(sink) = sink
             && !stored.is_empty()
         {
-            sink.appended(&stored);
+            sink.appended(stored);
         }
         let m = &self.metrics;
         m.samples_appended

@@ -284,13 +284,11 @@ fn size_retention_drops_the_oldest_blocks_first() {
 fn the_sink_hears_of_every_stored_sample_and_nothing_else() {
     struct Heard(std::sync::Mutex<Vec<(String, Vec<i64>)>>);
     impl tsdb::AppendSink for Heard {
-        fn appended(&self, batch: &[tsdb::StoredSeries<'_>]) {
+        fn appended(&self, batch: Vec<tsdb::StoredSeries>) {
             let mut g = self.0.lock().unwrap();
-            for (labels, samples) in batch {
-                g.push((
-                    labels[0].1.to_string(),
-                    samples.iter().map(|s| s.t).collect(),
-                ));
+            for s in batch {
+                let name = s.labels().get("__name__").unwrap_or("").to_string();
+                g.push((name, s.samples.iter().map(|s| s.t).collect()));
             }
         }
     }

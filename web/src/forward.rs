@@ -32,8 +32,9 @@ use agent::spool::Spool;
 use collector::remote_write::proto;
 use parking_lot::Mutex;
 
-/// Most samples in one request.
-pub const MAX_SAMPLES_PER_REQUEST: usize = 10_000;
+/// Most samples in one request (and one record of the queue, each written and synced
+/// on its own).
+pub const MAX_SAMPLES_PER_REQUEST: usize = 50_000;
 
 /// Appends waiting for the writer before new ones are dropped.
 const CHANNEL_BATCHES: usize = 4096;
@@ -74,8 +75,8 @@ pub struct ForwardStats {
     pub last_success_ms: AtomicI64,
 }
 
-/// One append's stored samples, owned.
-type Batch = Vec<(Vec<(String, String)>, Vec<tsdb::Sample>)>;
+/// One append's stored samples (sharing the head's labels).
+type Batch = Vec<tsdb::StoredSeries>;
 
 /// What the writer thread is sent.
 enum Msg {
@@ -170,7 +171,9 @@ impl Forwarder {
 
     /// Gathers batches into requests and queues them, until [`Forwarder::close`].
     fn write_loop(&self, rx: std::sync::mpsc::Receiver<Msg>) {
-        let mut pending = proto::WriteRequest::default();
+        // The request, protobuf-encoded as it grows.
+        let mut pending: Vec<u8> = Vec::new();
+        let mut scratch: Vec<u8> = Vec::new();
         let mut samples = 0usize;
         let mut since: Option<Instant> = None;
         loop {
@@ -183,28 +186,18 @@ impl Forwarder {
                 Ok(Msg::Close) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected)
             );
             if let Ok(Msg::Batch(batch)) = got {
-                for (labels, ss) in batch {
-                    samples += ss.len();
-                    pending.timeseries.push(proto::TimeSeries {
-                        labels: labels
-                            .into_iter()
-                            .map(|(name, value)| proto::Label { name, value })
-                            .collect(),
-                        samples: ss
-                            .iter()
-                            .map(|s| proto::Sample {
-                                value: s.v,
-                                timestamp: s.t,
-                            })
-                            .collect(),
-                    });
+                for s in &batch {
+                    samples += s.samples.len();
+                    encode_series(&mut pending, &mut scratch, s.labels(), &s.samples);
                 }
                 since.get_or_insert_with(Instant::now);
             }
             let due = since.is_some_and(|t| t.elapsed() >= self.config.flush_interval);
             if samples > 0 && (due || closed || samples >= MAX_SAMPLES_PER_REQUEST) {
-                let body = proto::encode_snappy(&pending);
-                match self.spool.lock().push(&body) {
+                let body = snap::raw::Encoder::new()
+                    .compress_vec(&pending)
+                    .map_err(|e| std::io::Error::other(e.to_string()));
+                match body.and_then(|b| self.spool.lock().push(&b)) {
                     Ok(()) => {
                         self.stats
                             .samples_queued
@@ -217,7 +210,7 @@ impl Forwarder {
                             .fetch_add(samples as u64, Ordering::Relaxed);
                     }
                 }
-                pending.timeseries.clear();
+                pending.clear();
                 samples = 0;
                 since = None;
                 self.wake.notify_one();
@@ -336,25 +329,118 @@ fn count_samples(body: &[u8]) -> u64 {
         })
 }
 
+/// Appends one `TimeSeries` (field 1 of `WriteRequest`) to `out`, encoded as
+/// `collector::remote_write::proto` defines it, straight from the head's labels:
+/// labels (field 1: `Label { name = 1, value = 2 }`), then samples (field 2:
+/// `Sample { value = 1 (double), timestamp = 2 (int64) }`). Encoded here rather than
+/// through the prost types so that forwarding copies no label into a `String`.
+fn encode_series(
+    out: &mut Vec<u8>,
+    scratch: &mut Vec<u8>,
+    labels: &tsdb::Labels,
+    samples: &[tsdb::Sample],
+) {
+    use prost::encoding::{WireType, encode_key, encode_varint};
+    scratch.clear();
+    for (name, value) in labels.iter() {
+        let len = 1
+            + varint_len(name.len() as u64)
+            + name.len()
+            + 1
+            + varint_len(value.len() as u64)
+            + value.len();
+        encode_key(1, WireType::LengthDelimited, scratch);
+        encode_varint(len as u64, scratch);
+        encode_key(1, WireType::LengthDelimited, scratch);
+        encode_varint(name.len() as u64, scratch);
+        scratch.extend_from_slice(name.as_bytes());
+        encode_key(2, WireType::LengthDelimited, scratch);
+        encode_varint(value.len() as u64, scratch);
+        scratch.extend_from_slice(value.as_bytes());
+    }
+    for smp in samples {
+        // The timestamp as int64: negative values take ten bytes, as protobuf says.
+        let ts = smp.t as u64;
+        encode_key(2, WireType::LengthDelimited, scratch);
+        encode_varint((1 + 8 + 1 + varint_len(ts)) as u64, scratch);
+        encode_key(1, WireType::SixtyFourBit, scratch);
+        scratch.extend_from_slice(&smp.v.to_bits().to_le_bytes());
+        encode_key(2, WireType::Varint, scratch);
+        encode_varint(ts, scratch);
+    }
+    encode_key(1, WireType::LengthDelimited, out);
+    encode_varint(scratch.len() as u64, out);
+    out.extend_from_slice(scratch);
+}
+
+fn varint_len(v: u64) -> usize {
+    prost::encoding::encoded_len_varint(v)
+}
+
 impl tsdb::AppendSink for Forwarder {
-    fn appended(&self, batch: &[tsdb::StoredSeries<'_>]) {
-        let owned: Batch = batch
-            .iter()
-            .map(|(labels, samples)| {
-                (
-                    labels
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect(),
-                    samples.clone(),
-                )
-            })
-            .collect();
-        let n: usize = batch.iter().map(|(_, s)| s.len()).sum();
-        if self.tx.try_send(Msg::Batch(owned)).is_err() {
+    fn appended(&self, batch: Vec<tsdb::StoredSeries>) {
+        let n: usize = batch.iter().map(|s| s.samples.len()).sum();
+        if self.tx.try_send(Msg::Batch(batch)).is_err() {
             self.stats
                 .samples_dropped_behind
                 .fetch_add(n as u64, Ordering::Relaxed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message as _;
+
+    /// The hand encoding decodes, with prost, to the request the prost types make.
+    #[test]
+    fn series_encode_like_the_prost_types() {
+        let labels =
+            tsdb::Labels::from_pairs([("__name__", "up"), ("job", "node"), ("z", "é")]).unwrap();
+        let samples = [
+            tsdb::Sample {
+                t: 1_700_000_000_123,
+                v: 1.5,
+            },
+            tsdb::Sample { t: -5, v: 0.0 },
+            tsdb::Sample {
+                t: 0,
+                v: f64::from_bits(tsdb::STALE_NAN_BITS),
+            },
+        ];
+        let (mut out, mut scratch) = (Vec::new(), Vec::new());
+        encode_series(&mut out, &mut scratch, &labels, &samples);
+        encode_series(&mut out, &mut scratch, &labels, &samples[..1]);
+        let got = proto::WriteRequest::decode(out.as_slice()).unwrap();
+        let series = |n: usize| proto::TimeSeries {
+            labels: labels
+                .iter()
+                .map(|(k, v)| proto::Label {
+                    name: k.into(),
+                    value: v.into(),
+                })
+                .collect(),
+            samples: samples[..n]
+                .iter()
+                .map(|s| proto::Sample {
+                    value: s.v,
+                    timestamp: s.t,
+                })
+                .collect(),
+        };
+        assert_eq!(got.timeseries.len(), 2);
+        assert_eq!(got.timeseries[0].labels, series(3).labels);
+        assert_eq!(got.timeseries[1], series(1));
+        let bits: Vec<(u64, i64)> = got.timeseries[0]
+            .samples
+            .iter()
+            .map(|s| (s.value.to_bits(), s.timestamp))
+            .collect();
+        let want: Vec<(u64, i64)> = samples.iter().map(|s| (s.v.to_bits(), s.t)).collect();
+        assert_eq!(
+            bits, want,
+            "values bit for bit, negative timestamps included"
+        );
     }
 }
