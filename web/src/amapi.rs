@@ -199,23 +199,11 @@ fn silence_json(s: &notify::Silence, now: i64) -> Value {
 
 /// `GET /api/v2/status`.
 pub async fn status(State(st): State<Arc<AppState>>) -> Response {
-    let started = st
-        .started
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
     Json(json!({
         "cluster": {"name": "", "status": "disabled", "peers": []},
-        "versionInfo": {
-            "version": env!("CARGO_PKG_VERSION"),
-            "revision": option_env!("MINOS_BUILD_REVISION").unwrap_or("unknown"),
-            "branch": option_env!("MINOS_BUILD_BRANCH").unwrap_or("unknown"),
-            "buildUser": option_env!("MINOS_BUILD_USER").unwrap_or("minos"),
-            "buildDate": option_env!("MINOS_BUILD_DATE").unwrap_or("unknown"),
-            "goVersion": "rustc",
-        },
+        "versionInfo": crate::status::build_info(),
         "config": {"original": ""},
-        "uptime": format_rfc3339(started),
+        "uptime": format_rfc3339(crate::status::started_ms(&st)),
     }))
     .into_response()
 }

@@ -18,14 +18,27 @@ use crate::api::{ApiError, Params, blocking, success};
 
 /// `GET /api/v1/status/buildinfo`.
 pub async fn buildinfo() -> Response {
-    success(json!({
+    success(build_info())
+}
+
+/// The build, in Prometheus' `buildinfo` shape (also Alertmanager's `versionInfo`).
+pub(crate) fn build_info() -> Value {
+    json!({
         "version": env!("CARGO_PKG_VERSION"),
         "revision": option_env!("MINOS_BUILD_REVISION").unwrap_or("unknown"),
         "branch": option_env!("MINOS_BUILD_BRANCH").unwrap_or("unknown"),
         "buildUser": option_env!("MINOS_BUILD_USER").unwrap_or("minos"),
         "buildDate": option_env!("MINOS_BUILD_DATE").unwrap_or("unknown"),
         "goVersion": "rustc",
-    }))
+    })
+}
+
+/// When the server started, in Unix ms.
+pub(crate) fn started_ms(st: &AppState) -> i64 {
+    st.started
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// Threads of this process, from `/proc/self/status`.
@@ -42,11 +55,7 @@ fn thread_count() -> u64 {
 
 /// `GET /api/v1/status/runtimeinfo`.
 pub async fn runtimeinfo(State(st): State<Arc<AppState>>) -> Response {
-    let started = st
-        .started
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
+    let started = started_ms(&st);
     let corruptions = st
         .db()
         .map(|db| db.metrics().wal_corruptions.load(Ordering::Relaxed))
