@@ -780,6 +780,7 @@ fn server(args: ServerArgs) -> Result<()> {
         tracing::info!("rules: {loaded}");
         state.set_rules(rules.clone());
         let agent_up = tokio::spawn(host_info::agent_up(db.clone(), store.clone()));
+        let audit_witness = tokio::spawn(web::tasks::audit_witness(state.clone()));
         // `/-/reload` and SIGHUP read the rules again, then the scrape configuration.
         let (reload_tx, mut web_reloads) = tokio::sync::mpsc::channel::<web::ReloadRequest>(4);
         let (scrape_tx, mut reload_rx) = tokio::sync::mpsc::channel::<web::ReloadRequest>(4);
@@ -879,6 +880,8 @@ fn server(args: ServerArgs) -> Result<()> {
         let _ = reloader.await;
         agent_up.abort();
         let _ = agent_up.await;
+        audit_witness.abort();
+        let _ = audit_witness.await;
         rule_manager.stop();
         alert_feed.abort();
         let _ = alert_feed.await;

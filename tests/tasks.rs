@@ -844,6 +844,16 @@ fn the_audit_trail_records_who_did_what_and_detects_tampering() {
     let (code, v) = call(&s, "/api/ops/v1/audit/verify", Some(&admin));
     assert_eq!(code, 200, "{v}");
     assert_eq!(v["data"]["ok"], true);
+    // The log's length is kept in the TSDB too.
+    let n = v["data"]["entries"].as_i64().expect("entries");
+    eventually("the audit log's length in the TSDB", || {
+        let (_, q) = call(&s, "/api/v1/query?query=minos_audit_entries", None);
+        if q["data"]["result"][0]["value"][1] == json!(n.to_string()) {
+            Ok(())
+        } else {
+            Err(q.to_string())
+        }
+    });
     // The log refuses changes; someone who removes that guard is still found out.
     s.stop();
     let db = dir.path().join("data/exec.db");
@@ -856,10 +866,30 @@ fn the_audit_trail_records_who_did_what_and_detects_tampering() {
     };
     let refused = sql("UPDATE audit SET actor = 'nobody' WHERE seq = 1");
     assert!(!refused.status.success(), "the update went through");
-    let triggers = sql("SELECT name FROM sqlite_master WHERE type = 'trigger'");
-    for name in String::from_utf8_lossy(&triggers.stdout).lines() {
-        assert!(sql(&format!("DROP TRIGGER {name}")).status.success());
-    }
+    // The server puts the guard back at every start.
+    let unguard = || {
+        let triggers = sql("SELECT name FROM sqlite_master WHERE type = 'trigger'");
+        for name in String::from_utf8_lossy(&triggers.stdout).lines() {
+            assert!(sql(&format!("DROP TRIGGER {name}")).status.success());
+        }
+    };
+    unguard();
+    // Entries removed from the end leave a valid chain, but not the recorded length.
+    assert!(
+        sql(&format!("DELETE FROM audit WHERE seq > {}", n - 2))
+            .status
+            .success()
+    );
+    let s = Server::start(&dir.path().join("data"), &[]);
+    let (code, v) = call(&s, "/api/ops/v1/audit/verify", Some(&admin));
+    assert_eq!(code, 409, "{v}");
+    let e = v["error"].as_str().unwrap_or("");
+    assert!(
+        e.contains(&format!("ends at entry {}, but {n} entries", n - 2)),
+        "{v}"
+    );
+    s.stop();
+    unguard();
     assert!(
         sql("UPDATE audit SET actor = 'nobody' WHERE seq = 1")
             .status

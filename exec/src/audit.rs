@@ -51,7 +51,9 @@
 //! entry in the middle, or a re-hashed entry (its successor's `prev` no longer matches)
 //! is reported with the first seq where the chain breaks. Removing entries at the *end*
 //! leaves a shorter valid chain; that is found only by comparing [`Verified::head`] (or
-//! the count) with a copy kept elsewhere, e.g. an earlier `minos audit verify` output.
+//! the count, [`count`]) with a copy kept elsewhere: the server keeps the count as the
+//! series `minos_audit_entries` in its TSDB and compares at every verification, and an
+//! earlier `minos audit verify` output can be kept elsewhere too.
 
 use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -382,6 +384,14 @@ pub async fn list(pool: &SqlitePool, f: &Filter) -> Result<Vec<Entry>, AuditErro
 /// that is not the previous entry's hash, a hash that does not match the entry, a
 /// detail that is not JSON, a column of the wrong type. `Err` is for the database
 /// failing.
+/// The number of entries (the last seq; 0 for an empty log).
+pub async fn count(pool: &SqlitePool) -> Result<i64, AuditError> {
+    let row: (Option<i64>,) = sqlx::query_as("SELECT MAX(seq) FROM audit")
+        .fetch_one(pool)
+        .await?;
+    Ok(row.0.unwrap_or(0))
+}
+
 pub async fn verify(pool: &SqlitePool) -> Result<Result<Verified, Broken>, AuditError> {
     let mut tx = pool.begin().await?;
     let mut next = 1i64;

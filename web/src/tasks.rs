@@ -1082,9 +1082,25 @@ pub async fn verify_audit(State(st): State<Arc<AppState>>) -> Response {
             .await
             .map_err(|e| ApiError::internal(e.to_string()))?
         {
-            Ok(v) => Ok(success(
-                json!({"ok": true, "entries": v.entries, "head": v.head}),
-            )),
+            Ok(v) => {
+                if let Some((seen, at)) = witnessed(&st).await?
+                    && seen > v.entries
+                {
+                    return Err(ApiError::with_status(
+                        StatusCode::CONFLICT,
+                        "tampered",
+                        format!(
+                            "the audit log ends at entry {}, but {seen} entries were \
+                             recorded at {}: entries were removed from its end",
+                            v.entries,
+                            crate::status::format_rfc3339(at)
+                        ),
+                    ));
+                }
+                Ok(success(
+                    json!({"ok": true, "entries": v.entries, "head": v.head}),
+                ))
+            }
             Err(b) => Err(ApiError::with_status(
                 StatusCode::CONFLICT,
                 "tampered",
@@ -1093,4 +1109,64 @@ pub async fn verify_audit(State(st): State<Arc<AppState>>) -> Response {
         }
     };
     run.await.unwrap_or_else(|e: ApiError| e.into_response())
+}
+
+/// The series that keeps the audit log's length in the TSDB, a second place to compare
+/// with: removing entries from the end of the log leaves a valid chain, but not this.
+const AUDIT_WITNESS: &str = "minos_audit_entries";
+
+/// The most entries the TSDB ever saw in the audit log (within its retention), and when.
+async fn witnessed(st: &AppState) -> Result<Option<(i64, i64)>, ApiError> {
+    let db = st.db()?.clone();
+    let ms = [tsdb::Matcher::eq(tsdb::labels::METRIC_NAME, AUDIT_WITNESS)];
+    let got = crate::api::blocking(move || {
+        db.select(&ms, 0, tsdb::now_ms())
+            .map_err(|e| ApiError::internal(e.to_string()))
+    })
+    .await?;
+    Ok(got
+        .iter()
+        .flat_map(|s| s.samples.iter())
+        .filter(|smp| smp.v.is_finite())
+        .max_by(|a, b| a.v.total_cmp(&b.v).then(b.t.cmp(&a.t)))
+        .map(|smp| (smp.v as i64, smp.t)))
+}
+
+/// Writes the audit log's length into the TSDB as `minos_audit_entries`: when it
+/// changes (checked every second) and at least every minute. Runs until aborted.
+pub async fn audit_witness(st: Arc<AppState>) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last: Option<(i64, std::time::Instant)> = None;
+    loop {
+        every.tick().await;
+        let (Some(ex), Ok(db)) = (st.tasks(), st.db()) else {
+            continue;
+        };
+        let n = match exec::audit::count(ex.engine.pool()).await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!("audit witness: {e}");
+                continue;
+            }
+        };
+        if last.is_some_and(|(v, at)| v == n && at.elapsed() < std::time::Duration::from_secs(60)) {
+            continue;
+        }
+        let db = db.clone();
+        let stored = tokio::task::spawn_blocking(move || {
+            let labels = [(tsdb::labels::METRIC_NAME, AUDIT_WITNESS)];
+            let sample = [tsdb::Sample {
+                t: tsdb::now_ms(),
+                v: n as f64,
+            }];
+            db.append([(&labels[..], &sample[..])])
+        })
+        .await;
+        match stored {
+            Ok(Ok(_)) => last = Some((n, std::time::Instant::now())),
+            Ok(Err(e)) => tracing::warn!("audit witness: {e}"),
+            Err(e) => tracing::warn!("audit witness: {e}"),
+        }
+    }
 }
