@@ -1133,7 +1133,8 @@ async fn witnessed(st: &AppState) -> Result<Option<(i64, i64)>, ApiError> {
 }
 
 /// Writes the audit log's length into the TSDB as `minos_audit_entries`: when it
-/// changes (checked every second) and at least every minute. Runs until aborted.
+/// changes (checked every second) and at least every minute, once the log has an
+/// entry. Runs until aborted.
 pub async fn audit_witness(st: Arc<AppState>) {
     let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -1150,7 +1151,11 @@ pub async fn audit_witness(st: Arc<AppState>) {
                 continue;
             }
         };
-        if last.is_some_and(|(v, at)| v == n && at.elapsed() < std::time::Duration::from_secs(60)) {
+        // An empty log has nothing to protect, and leaves the TSDB empty.
+        if n == 0
+            || last
+                .is_some_and(|(v, at)| v == n && at.elapsed() < std::time::Duration::from_secs(60))
+        {
             continue;
         }
         let db = db.clone();
