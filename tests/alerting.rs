@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::agent::{agent, eventually, started, wait_status};
-use crate::util::{Server, call, cli, send, urlencode};
+use crate::util::{Server, call, cli, free_port, send, urlencode};
 
 fn write_rules(dir: &Path, name: &str, text: &str) {
     std::fs::create_dir_all(dir).expect("rules dir");
@@ -108,11 +108,7 @@ fn alerts_go_pending_then_firing_and_survive_a_restart() {
     let rd = rules.to_str().expect("path").to_string();
     let flags = ["--rules.dir", &rd, "--rules.alert.for-grace-period", "1s"];
     let (s, _, _) = started(dir.path(), &flags);
-    let addr = s
-        .url("")
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_string();
+    let addr = s.addr.clone();
     // The stock stays at zero for the whole test.
     let _stock = Stock::feed(&s);
     let pending = eventually("OutOfStock pending", || {
@@ -415,11 +411,7 @@ fn notifications_reach_a_webhook_once_across_a_restart_and_resolve() {
         "1s",
     ];
     let (s, admin, _) = started(dir.path(), &flags);
-    let addr = s
-        .url("")
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_string();
+    let addr = s.addr.clone();
     let stock = Stock::feed(&s);
     // Firing, delivered after the receiver came back.
     let firing = eventually("firing notification", || {
@@ -509,13 +501,6 @@ impl Drop for Child {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 /// The messages an aiosmtpd Mailbox handler stored in `dir` (a maildir).
@@ -834,11 +819,7 @@ fn prometheus_and_amtool_use_minos_as_their_alertmanager() {
          annotations: {summary: sent by Prometheus}\n",
     )
     .expect("rules");
-    let target = s
-        .url("")
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_string();
+    let target = s.addr.clone();
     std::fs::write(
         prom_dir.join("prometheus.yml"),
         format!(

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use serde_json::Value;
 
 use crate::agent::eventually;
-use crate::util::{Server, minos};
+use crate::util::{Server, free_port, minos};
 
 /// A Prometheus that receives remote_write on `port`, keeping its data in `dir`;
 /// killed when dropped.
@@ -45,13 +45,6 @@ impl Receiver {
             .expect("prometheus (Debian: prometheus)");
         Receiver(child)
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 /// The values of an instant query at Prometheus, by `instance`.

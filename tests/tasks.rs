@@ -434,11 +434,7 @@ fn an_agent_killed_mid_task_ends_agent_lost() {
 fn a_server_restarted_mid_task_continues_it_and_results_arrive_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (s, admin, _, _agents) = cluster(dir.path(), 2, &[]);
-    let addr = s
-        .url("")
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_string();
+    let addr = s.addr.clone();
     let id = task(
         &s,
         &admin,
@@ -483,11 +479,7 @@ fn wait_file(path: &Path) {
 fn output_printed_before_during_and_after_a_server_outage_arrives_whole_and_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (s, admin, _, _agents) = cluster(dir.path(), 1, &[]);
-    let addr = s
-        .url("")
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_string();
+    let addr = s.addr.clone();
     // The script moves on when the test says so: the first part is printed (and stored)
     // before the server dies, the second while it is down, the third once it is back.
     let (down, printed, up) = (
@@ -559,11 +551,7 @@ fn output_streaming_when_the_server_is_killed_is_stored_whole_and_once() {
     // chunks written but not acknowledged come again and must not be kept twice.
     let dir = tempfile::tempdir().expect("tempdir");
     let (s, admin, _, _agents) = cluster(dir.path(), 1, &[]);
-    let addr = s
-        .url("")
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_string();
+    let addr = s.addr.clone();
     let script = "for i in $(seq 0 99); do seq -f line-%.0f $((i*10000+1)) $((i*10000+10000)); \
                   sleep 0.02; done";
     let id = task(
@@ -908,11 +896,7 @@ fn the_audit_trail_records_who_did_what_and_detects_tampering() {
 fn agents_refuse_work_the_server_they_enrolled_with_did_not_sign() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (s, admin, _, _agents) = cluster(dir.path(), 1, &[]);
-    let addr = s
-        .url("")
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_string();
+    let addr = s.addr.clone();
     let id = task(&s, &admin, json!({"target": "h1", "script": "true"}));
     wait_task(&s, &admin, id, &["succeeded"]);
     // The same records, but another task key: as if someone else answered in the

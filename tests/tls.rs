@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::agent::{agent_with, eventually};
-use crate::util::minos;
+use crate::util::{free_port, minos};
 
 /// A CA and a server certificate for 127.0.0.1 and localhost that it signed, written
 /// as PEM files in `dir`: `ca.pem`, `cert.pem`, `key.pem`.
@@ -50,13 +50,6 @@ impl Drop for TlsServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 impl TlsServer {
